@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both run `make setup` first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+setup: $(STAMP)
+
+# Idempotent: rebuilt only when the dependency pins change.
+$(STAMP): pyproject.toml constraints.txt tools/install_pyradiomics.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade -c constraints.txt pip setuptools wheel
+	# pyradiomics builds against the installed numpy, without build isolation.
+	$(BIN)/python -m pip install --quiet -c constraints.txt numpy versioneer
+	$(BIN)/python tools/install_pyradiomics.py
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/pacs-workbench demo
+
+lint: setup
+	$(BIN)/ruff check pacs_workbench tests benchmarks tools
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest -q tests
+
+test: lint unit
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) data/demo reports/demo
