@@ -122,7 +122,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
             "and the command exits non-zero."
         ),
     )
-    p.add_argument("--params", type=Path, default=None, help="YAML parameter file (default: notebooks/params/default.yaml)")
+    p.add_argument(
+        "--params", type=Path, default=None, help="YAML parameter file (default: notebooks/params/default.yaml)"
+    )
     p.add_argument("--out", type=Path, default=None, help="report folder (default: reports/<run-id>)")
     p.set_defaults(handler=_cmd_run)
 

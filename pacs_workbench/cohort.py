@@ -246,9 +246,7 @@ def pseudonymize_series(kept: pd.DataFrame, key: bytes) -> tuple[pd.DataFrame, p
     dates = pd.to_datetime(frame["StudyDate"], format="%Y%m%d", errors="coerce")
     baseline = dates.groupby(frame["PatientID"]).transform("min")
     frame["days_from_baseline"] = (dates - baseline).dt.days
-    frame["study_index"] = (
-        dates.groupby(frame["PatientID"]).rank(method="dense").sub(1).astype("Int64")
-    )
+    frame["study_index"] = dates.groupby(frame["PatientID"]).rank(method="dense").astype("Int64") - 1
     frame["age_years"] = frame["PatientAge"].map(_age_years)
     frame["thickness_bin"] = pd.cut(
         frame["SliceThickness"], bins=THICKNESS_BINS, labels=THICKNESS_LABELS, include_lowest=True

@@ -98,7 +98,7 @@ def _map_dask(
 ) -> Iterator[R]:
     from distributed import Client, as_completed
 
-    with Client(scheduler, set_as_default=False) as client:
+    with Client(scheduler) as client:
         limit = in_flight or 4 * max(1, sum(client.nthreads().values()))
         iterator = iter(items)
         # pure=False: the same item submitted twice (a rerun) must run twice.

@@ -120,7 +120,7 @@ def fingerprint_inputs(paths: Sequence[Path]) -> str:
         for file in files:
             content = hashlib.sha256()
             with open(file, "rb") as handle:
-                for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                while block := handle.read(1 << 20):
                     content.update(block)
             total.update(str(file.relative_to(root.parent)).encode() + b"\0")
             total.update(content.digest())
