@@ -189,7 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pacs-workbench``; returns the process exit code."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except (ValueError, PermissionError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        # Input problems the user can fix: one clear line, no traceback.
+        print(f"pacs-workbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
