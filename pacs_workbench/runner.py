@@ -199,12 +199,19 @@ def _write_text_atomic(target: Path, text: str) -> None:
 
 
 def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """Make relative paths in ``*_dir``/``*_file`` parameters absolute against ``base_dir``."""
+    """Make relative paths in ``*_dir``/``*_file`` parameters absolute against ``base_dir``.
+
+    A relative path that names a file shipped with the workbench (``notebooks/params/...``) and
+    does not exist under ``base_dir`` resolves to the shipped file.
+    """
     resolved = {}
     for name, value in values.items():
         if isinstance(value, str) and value and (name.endswith("_dir") or name.endswith("_file")):
             path = Path(value)
-            resolved[name] = str(path if path.is_absolute() else (base_dir / path).resolve())
+            if not path.is_absolute():
+                shipped = REPO_ROOT / path
+                path = shipped if not (base_dir / path).exists() and shipped.exists() else base_dir / path
+            resolved[name] = str(path.resolve())
         else:
             resolved[name] = value
     return resolved
@@ -345,19 +352,17 @@ Parameter file <code>{html.escape(provenance['params_file'])}</code>; workbench 
 def prepare_demo_data(data_dir: Path, patients: int, seed: int) -> Path:
     """Generate the synthetic extract and a project key into ``data_dir`` unless already there.
 
-    Returns the key file's path. An extract made with other settings is replaced; the key is kept.
+    Returns the key file's path. An extract made with other settings is replaced together with
+    everything derived from it (and its key: synthetic pseudonyms need no continuity).
     """
     from pacs_workbench.deid.pseudonym import generate_key
     from pacs_workbench.synth import generate
 
-    marker = data_dir / "synth.json"
+    marker = data_dir / "demo.json"
     wanted = {"patients": patients, "seed": seed}
     current = json.loads(marker.read_text()) if marker.is_file() else None
     if current != wanted:
-        # Everything derived from an older extract goes; the key stays (pseudonyms depend on it).
-        for child in data_dir.glob("*") if data_dir.exists() else []:
-            if child.name != "project.key":
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        shutil.rmtree(data_dir, ignore_errors=True)
         generate(data_dir, patients=patients, seed=seed)
         _write_text_atomic(marker, json.dumps(wanted))
     key_file = data_dir / "project.key"

@@ -93,3 +93,20 @@ def test_malformed_parameter_file_is_a_clear_error(tmp_path: Path, capsys: pytes
     bad.write_text("- not a mapping\n")
     assert main(["run", "--params", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "expected a mapping" in capsys.readouterr().err
+
+
+def test_relative_paths_resolve_against_base_then_shipped_files(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("x: 1\n")
+    resolved = runner._resolve_paths(
+        {
+            "data_dir": "data/demo",
+            "params_file": "mine.yaml",
+            "radiomics_file": "notebooks/params/default.yaml",
+            "label": "data/demo",
+        },
+        tmp_path,
+    )
+    assert resolved["data_dir"] == str(tmp_path / "data" / "demo")
+    assert resolved["params_file"] == str(tmp_path / "mine.yaml")
+    assert resolved["radiomics_file"] == str(runner.DEFAULT_PARAMS)
+    assert resolved["label"] == "data/demo"
