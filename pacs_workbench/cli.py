@@ -56,15 +56,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _add_index(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "index",
-        help="crawl DICOM folders (or a DICOMweb PACS) into a queryable Parquet index",
+        help="crawl DICOM folders (or query a PACS) into a queryable Parquet index",
         description=(
             "Read the header of every file under each SRC and write DIR/instances.parquet (one row per "
             "readable DICOM instance, with the attributes cohort building needs) and DIR/errors.parquet "
             "(one row per file that is not readable DICOM, with the reason). Every file lands in exactly "
-            "one of the two. A rerun reads only new or changed files."
+            "one of the two. A rerun reads only new or changed files. A PACS source (DICOMweb or DIMSE) is "
+            "queried in full and its instances are indexed from their headers (path = the instance's URL)."
         ),
     )
-    p.add_argument("src", nargs="+", help="folders to crawl, or dicomweb+http://HOST:PORT/dicom-web")
+    p.add_argument(
+        "src", nargs="+", help="folders to crawl, or PACS URLs: dicomweb+http://HOST:PORT/dicom-web, dimse://AET@HOST:PORT"
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for instances.parquet and errors.parquet")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: every core)")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
@@ -72,11 +75,79 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    import requests
+
     from pacs_workbench.index import build_index
 
-    summary = build_index(args.src, args.out, workers=args.workers, scheduler=args.scheduler)
+    try:
+        summary = build_index(args.src, args.out, workers=args.workers, scheduler=args.scheduler)
+    except requests.RequestException as exc:  # a PACS that cannot be reached: one line, the old index kept
+        raise RuntimeError(f"PACS query failed ({type(exc).__name__}); the previous index is unchanged") from exc
     _print_json(summary)
     return 0
+
+
+# --- retrieve ----------------------------------------------------------------------------------
+
+
+def _add_retrieve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retrieve",
+        help="fetch the series of a cohort from a PACS (DICOMweb or DIMSE), resumably",
+        description=(
+            "Fetch every series listed in the cohort FILE (Parquet or CSV with StudyInstanceUID and "
+            "SeriesInstanceUID columns) from the PACS into DIR/<StudyInstanceUID>/<SeriesInstanceUID>/"
+            "<SOPInstanceUID>.dcm. What is already on disk is not fetched again; failures are retried "
+            "with backoff. Prints a JSON summary (also DIR/retrieve_summary.json) and exits 1 when any "
+            "series is still missing."
+        ),
+    )
+    p.add_argument(
+        "--pacs", required=True, help="dicomweb+http://HOST:PORT/dicom-web or dimse://AET@HOST:PORT"
+    )
+    p.add_argument("--cohort", type=Path, required=True, help="table of the series to fetch")
+    p.add_argument("--out", type=Path, required=True, help="folder for the DICOM files (identified zone)")
+    p.add_argument("--aet", default="PACSWB", help="our AE title for DIMSE (default PACSWB)")
+    p.add_argument(
+        "--method", choices=["get", "move"], default="get", help="DIMSE retrieve: C-GET (default) or C-MOVE"
+    )
+    p.add_argument("--move-port", type=int, default=None, help="port of our storage SCP for C-MOVE")
+    p.add_argument("--listen-host", default="0.0.0.0", help="address our C-MOVE storage SCP binds")
+    p.add_argument("--connections", type=int, default=2, help="series fetched at once (default 2)")
+    p.add_argument("--rate-limit", type=float, default=None, help="requests per second (default: no limit)")
+    p.add_argument("--retries", type=int, default=3, help="further attempts per series (default 3)")
+    p.add_argument("--backoff", type=float, default=2.0, help="first retry delay in s, doubling (default 2)")
+    p.add_argument("--timeout", type=float, default=60.0, help="network timeout in s (default 60)")
+    p.add_argument("--refresh", action="store_true", help="list each series on the PACS again")
+    p.set_defaults(handler=_cmd_retrieve)
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from pacs_workbench.pacs import read_series_list, retrieve_series
+
+    summary = retrieve_series(
+        args.pacs,
+        read_series_list(args.cohort),
+        args.out,
+        calling_aet=args.aet,
+        method=args.method,
+        move_port=args.move_port,
+        listen_host=args.listen_host,
+        max_connections=args.connections,
+        rate_limit=args.rate_limit,
+        retries=args.retries,
+        backoff=args.backoff,
+        timeout=args.timeout,
+        refresh=args.refresh,
+    )
+    _print_json(summary.to_dict())
+    if not summary.ok:
+        print(
+            f"pacs-workbench retrieve: {len(summary.missing)} of {summary.requested} series missing "
+            "after retries (see 'missing' above)",
+            file=sys.stderr,
+        )
+    return 0 if summary.ok else 1
 
 
 # --- keygen ------------------------------------------------------------------------------------
@@ -105,6 +176,250 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         print(f"refusing to overwrite existing key file {args.file}", file=sys.stderr)
         return 1
     print(f"wrote key file {path} (mode 0600)")
+    return 0
+
+
+# --- deid / audit ------------------------------------------------------------------------------
+
+
+def _add_deid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "deid",
+        help="de-identify DICOM to PS3.15 Annex E (keyed pseudonyms, UID remap, date shift, pixel text)",
+        description=(
+            "De-identify every file under SRC into DST with the PS3.15 Table E.1-1 (2026c) profile and the "
+            "chosen options: keyed pseudonyms for patients and accession numbers, keyed UID remapping, one "
+            "date shift per patient, cleaned free text, burned-in text found by OCR and blanked. Output "
+            "names are pseudonymous (DST/<patient>/<study>/<series>/<instance>.dcm). Files that cannot be "
+            "de-identified safely go to the quarantine folder (default <DST>.quarantine), never to DST. "
+            "DST/deid_log.parquet accounts for every input file. The same key, input and options give "
+            "byte-identical output, so an interrupted run is finished by running it again."
+        ),
+    )
+    p.add_argument("src", type=Path, help="folder of identified DICOM files")
+    p.add_argument("--out", type=Path, required=True, help="output folder (DST); must not be inside SRC")
+    p.add_argument("--key-file", type=Path, default=None, help="project key (default: $PACS_WORKBENCH_KEY_FILE)")
+    p.add_argument(
+        "--options",
+        default=None,
+        help=(
+            "comma-separated PS3.15 options: clean-pixel-data, clean-graphics, clean-structured-content, "
+            "clean-descriptors, retain-long-full-dates, retain-long-modified-dates, retain-patient-chars, "
+            "retain-device-id, retain-uids, retain-safe-private, retain-institution-id; 'basic' for none, "
+            "'research' for the default (retain-long-modified-dates, retain-patient-chars, clean-descriptors, "
+            "retain-safe-private, clean-pixel-data)"
+        ),
+    )
+    p.add_argument("--quarantine", type=Path, default=None, help="folder for refused files (default <DST>.quarantine)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: every core)")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument(
+        "--mapping",
+        type=Path,
+        default=None,
+        help="write the escrow table original -> pseudonym here (.csv or .parquet; refused inside DST)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_deid)
+
+
+def _cmd_deid(args: argparse.Namespace) -> int:
+    from pacs_workbench.deid.profile import OptionsError
+    from pacs_workbench.deid.pseudonym import KeyFileError
+    from pacs_workbench.deid.run import DeidRunError, deidentify_folder
+
+    try:
+        summary = deidentify_folder(
+            args.src,
+            args.out,
+            key_file=args.key_file,
+            options=args.options,
+            quarantine=args.quarantine,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            mapping=args.mapping,
+            progress=not args.quiet,
+        )
+    except (DeidRunError, OptionsError, KeyFileError) as exc:
+        print(f"deid: {exc}", file=sys.stderr)
+        return 2
+    _print_json(summary)
+    return 0
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="check a de-identified folder for residual PHI (exit 1 when anything is found)",
+        description=(
+            "Independently check every file of DST: each element against the PS3.15 profile and options "
+            "the file declares, every byte and file name for the known PHI strings (from the source "
+            "headers with --source, and from --phi-list), OCR of every image that could carry text, UID "
+            "validity and pseudonym consistency. Prints a JSON summary with counts and, per finding, the "
+            "pseudonymous file, a category and a tag (never the PHI value). Exits 1 on any finding."
+        ),
+    )
+    p.add_argument("dst", type=Path, help="de-identified folder to audit")
+    p.add_argument("--source", type=Path, default=None, help="the identified source folder (its header PHI)")
+    p.add_argument("--phi-list", type=Path, default=None, help="text file of known PHI strings, one a line")
+    p.add_argument("--no-ocr", action="store_true", help="skip OCR of the images (faster, weaker)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: every core)")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_audit)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from pacs_workbench.deid.audit import audit_folder
+
+    try:
+        summary = audit_folder(
+            args.dst,
+            source=args.source,
+            phi_list=args.phi_list,
+            ocr=not args.no_ocr,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=not args.quiet,
+        )
+    except FileNotFoundError as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    _print_json(summary)
+    return 0 if summary["ok"] else 1
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+def _add_features(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "features",
+        help="extract IBSI-consistent radiomic features (pyradiomics) for a table of image/mask cases",
+        description=(
+            "Run pyradiomics with a YAML parameter file on every case of CASES (CSV or Parquet with "
+            "case_id, image, mask and any provenance columns, which are carried through) and write OUT: one "
+            "row per case with the features under pyradiomics' names, IBSI-consistent (kurtosis as excess "
+            "kurtosis, principal axes from the sample covariance; listed in the file's metadata), plus image, "
+            "mask and parameter hashes. Diagnostics go to <stem>.diagnostics.parquet, failed cases to "
+            "<stem>.errors.parquet (and an error column). Cases are cached by content hash, so a rerun "
+            "computes only what changed. Exits 1 when any case failed (the tables are still complete), 2 when the "
+            "case table or the parameter file is unusable."
+        ),
+    )
+    p.add_argument("cases", type=Path, help="case table (CSV or Parquet) with case_id, image, mask")
+    p.add_argument(
+        "--params", type=Path, required=True,
+        help="pyradiomics parameter file, e.g. notebooks/params/radiomics/ct_default.yaml",
+    )
+    p.add_argument("--out", type=Path, required=True, help="features Parquet file to write")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: every core)")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--cache", type=Path, default=None, help="per-case cache folder (default: <OUT>.cache/)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the per-case cache")
+    p.set_defaults(handler=_cmd_features)
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from pacs_workbench.features import extract_features
+
+    try:
+        frame = extract_features(
+            args.cases,
+            args.params,
+            args.out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            cache_dir=args.cache,
+            cache="off" if args.no_cache else "default",
+        )
+    except (ValueError, FileNotFoundError) as exc:  # unusable case table or parameter file
+        print(f"features: {exc}", file=sys.stderr)
+        return 2
+    summary = frame.attrs["summary"]
+    _print_json(summary)
+    return 0 if summary["failed"] == 0 else 1
+
+
+# --- model -------------------------------------------------------------------------------------
+
+
+def _add_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "model",
+        help="fit and validate a LightGBM risk model with baselines (patient-grouped nested CV)",
+        description=(
+            "Fit a LightGBM classifier on a feature table (binary outcome, or event before --horizon when "
+            "--time is given) with repeated, patient-grouped nested cross-validation; every data-dependent "
+            "step (filters, selection, ComBat by --batch, recalibration) is learned inside the folds. "
+            "Clinical-only and L1 logistic regression baselines run in the same folds. Writes "
+            "DIR/metrics.json, DIR/predictions.parquet, DIR/model_card.md and DIR/models/ (per-fold "
+            "boosters, fitted pipelines and test matrices for SHAP)."
+        ),
+    )
+    p.add_argument("table", type=Path, help="case table: Parquet or CSV (gzip allowed)")
+    p.add_argument("--label", required=True, help="outcome column (0/1; the event indicator with --time)")
+    p.add_argument("--group", required=True, help="patient column: no patient is split across train and test")
+    p.add_argument("--time", default=None, help="time-to-event column; needs --horizon")
+    p.add_argument("--horizon", type=float, default=None, help="fixed horizon, in the unit of --time")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--id", dest="id_col", default=None, help="case id column (default: case_id if present)")
+    p.add_argument("--batch", default=None, help="scanner/vendor column for in-fold ComBat harmonization")
+    p.add_argument("--clinical", default="", help="comma-separated clinical columns (e.g. age,pack_years)")
+    p.add_argument("--exclude", default="", help="comma-separated numeric columns that are not features")
+    p.add_argument(
+        "--radiomics-only", action="store_true", help="keep the clinical columns out of the LightGBM model"
+    )
+    p.add_argument("--repeats", type=int, default=3, help="repeats of the outer CV (default 3)")
+    p.add_argument("--outer-folds", type=int, default=5, help="outer folds, for the estimate (default 5)")
+    p.add_argument("--inner-folds", type=int, default=3, help="inner folds, for tuning (default 3)")
+    p.add_argument("--random-state", type=int, default=0, help="seed; the same seed gives the same results")
+    p.add_argument("--recalibrate", action="store_true", help="also report an in-fold recalibrated LightGBM")
+    p.add_argument("--corr-threshold", type=float, default=0.9, help="drop features with |r| above (default 0.9)")
+    p.add_argument("--select", type=int, default=None, help="keep the K best features by ANOVA F, in-fold")
+    p.add_argument("--risk-cutoffs", default=None, help="LOW,HIGH probabilities for the risk strata")
+    p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for CIs")
+    p.add_argument("--workers", type=int, default=1, help="local processes over folds (default 1)")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    p.set_defaults(handler=_cmd_model)
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    from pacs_workbench.modeling import ModelingConfig, ModelingError, run_modeling
+
+    def columns(text: str) -> tuple[str, ...]:
+        return tuple(c.strip() for c in text.split(",") if c.strip())
+
+    cutoffs = None
+    if args.risk_cutoffs:
+        low, high = (float(v) for v in args.risk_cutoffs.split(","))
+        cutoffs = (low, high)
+    config = ModelingConfig(
+        label=args.label,
+        group=args.group,
+        time=args.time,
+        horizon=args.horizon,
+        id_col=args.id_col,
+        batch=args.batch,
+        clinical=columns(args.clinical),
+        exclude=columns(args.exclude),
+        clinical_in_model=not args.radiomics_only,
+        repeats=args.repeats,
+        outer_folds=args.outer_folds,
+        inner_folds=args.inner_folds,
+        random_state=args.random_state,
+        recalibrate=args.recalibrate,
+        corr_threshold=args.corr_threshold,
+        select_k=args.select,
+        n_boot=args.bootstrap,
+        risk_cutoffs=cutoffs,
+    )
+    try:
+        summary = run_modeling(args.table, args.out, config, workers=args.workers, scheduler=args.scheduler)
+    except ModelingError as exc:
+        print(f"model: {exc}", file=sys.stderr)
+        return 2
+    _print_json(summary)
     return 0
 
 
@@ -163,7 +478,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
     _add_index,
+    _add_retrieve,
     _add_keygen,
+    _add_deid,
+    _add_audit,
+    _add_features,
+    _add_model,
     _add_run,
     _add_demo,
 ]

@@ -221,11 +221,12 @@ def launch(server: OrthancServer, binary: str, plugin: str, timeout: float = 60.
 def synthetic_files(out: Path) -> list[Path]:
     """DICOM files to load: the package's synthetic extract (2 patients) when it exists."""
     try:
-        from pacs_workbench.synth import generate  # type: ignore[attr-defined]
+        from pacs_workbench import synth
     except ImportError:
-        generate = None
+        synth = None  # type: ignore[assignment]
+    generate = getattr(synth, "generate", None)
     if generate is not None:
-        generate(out, patients=2, seed=0)
+        generate(out, patients=2, seed=0, progress=False)
         return sorted((out / "dicom").rglob("*.dcm"))
     return _minimal_files(out / "dicom")
 
@@ -316,3 +317,22 @@ def orthanc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc
     with start_orthanc(tmp_path_factory.mktemp("orthanc"), files) as server:
         server.data_dir = data
         yield server
+
+
+_EXTRACTS: dict[tuple[int, int], Path] = {}
+
+
+def cached_extract(patients: int = 4, seed: int = 3) -> Path:
+    """A synthetic extract generated once per test process (shared by several test modules)."""
+    import atexit
+    import tempfile
+
+    from pacs_workbench.synth import generate
+
+    key = (patients, seed)
+    if key not in _EXTRACTS:
+        out = Path(tempfile.mkdtemp(prefix="pacswb-extract-"))
+        atexit.register(shutil.rmtree, out, True)
+        generate(out, patients=patients, seed=seed, progress=False)
+        _EXTRACTS[key] = out
+    return _EXTRACTS[key]

@@ -1,0 +1,824 @@
+"""DICOM objects of one synthetic study: CT slices, localizer, dose screen, SEG, RTSTRUCT.
+
+SOP classes written:
+
+- CT Image Storage (1.2.840.10008.5.1.4.1.1.2): the axial series (one file per slice) and
+  the localizer (``ImageType`` ``ORIGINAL\\PRIMARY\\LOCALIZER``).
+- Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7): the dose screen, with the
+  patient's name, MRN and accession number burned into the pixels
+  ((0028,0301) Burned In Annotation ``YES``; (0008,0060) Modality ``CT`` as scanners write it).
+- Segmentation Storage (1.2.840.10008.5.1.4.1.1.66.4): one BINARY SEG per nodule, built
+  with highdicom and referencing every slice of the axial series.
+- RT Structure Set Storage (1.2.840.10008.5.1.4.1.1.481.3): all nodules of a study as
+  closed planar contours traced along voxel edges, so that filling each contour at voxel
+  centres gives back exactly the SEG mask.
+
+Private blocks per vendor (creator strings, verbatim):
+
+- SIEMENS: ``SIEMENS CT VA0  COAD`` (0019,xx90/xxB0), ``SIEMENS MED`` (0021,xx) holding a
+  private sequence (0021,xxF4) whose item carries the patient's name (xxF5, PN) and the
+  accession number (xxF6).
+- GE: ``GEMS_IDEN_01`` (0009,xx01/xx02), ``GEMS_PATI_01`` (0011,xxF4) with the MRN,
+  ``GEMS_PARM_01`` (0043,xx27) and a private sequence (0043,xxF4).
+- Philips: ``ELSCINT1`` (01F1,xx26/xx27) and (00E1,xx42) with the patient's name,
+  ``Philips Imaging DD 001`` private sequence (2001,xx5F) whose item names the referring
+  physician (2001,xxF5).
+- Canon/TOSHIBA: ``TOSHIBA_MEC_CT3`` (7005,xx0B/xx0D), (7005,xxF4) with the accession number
+  and a private sequence (7005,xxF5) whose item carries the MRN (7005,xxF6).
+
+Every date, time and UID comes from the study plan, so files are byte-identical for a seed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+
+import highdicom as hd
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.sequence import Sequence
+from pydicom.sr.codedict import codes
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.valuerep import DA, TM
+
+from pacs_workbench.synth.common import make_uid
+from pacs_workbench.synth.imaging import MATRIX, VENDORS, RenderedSeries, render_localizer, to_stored
+from pacs_workbench.synth.patients import INSTITUTIONS, PatientPlan, StudyPlan, staff_forms
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
+
+#: Equipment that made the SEG and RTSTRUCT objects (a reading-room annotation tool).
+ANNOTATION_EQUIPMENT = {
+    "manufacturer": "Lumen Imaging Tools",
+    "model": "Lumen Annotate",
+    "software": "3.2.1",
+    "serial": "LA3-0042",
+    "version_name": "LUMEN_ANNOT_321",
+}
+IMPLEMENTATION_VERSION = {
+    "siemens": "SIEMENS_CT_VB20",
+    "ge": "GE_CT_REVO_22",
+    "philips": "PHILIPS_CT_416",
+    "canon": "TMS_CT_V486",
+}
+SERIES_NUMBERS = {
+    "siemens": (1, 2, 501),
+    "ge": (1, 2, 999),
+    "philips": (1, 201, 1001),
+    "canon": (1, 4, 9000),
+}
+SEG_SERIES_BASE = 300
+RTSTRUCT_SERIES_NUMBER = 400
+LOBE_CODES = {
+    "RUL": hd.sr.CodedConcept("45653009", "SCT", "Upper lobe of lung"),
+    "RML": hd.sr.CodedConcept("72481006", "SCT", "Middle lobe of right lung"),
+    "RLL": hd.sr.CodedConcept("90572001", "SCT", "Lower lobe of lung"),
+    "LUL": hd.sr.CodedConcept("44714003", "SCT", "Upper lobe of left lung"),
+    "LLL": hd.sr.CodedConcept("90572001", "SCT", "Lower lobe of lung"),
+}
+
+
+@dataclass(frozen=True)
+class StudyUIDs:
+    """UIDs of one study and its series, fixed by seed, patient and study index."""
+
+    study: str
+    frame_of_reference: str
+    ct_series: str
+    localizer_series: str
+    dose_series: str
+    rtstruct_series: str
+    rtstruct_instance: str
+
+    @classmethod
+    def for_study(cls, plan: PatientPlan, study: StudyPlan) -> StudyUIDs:
+        """UIDs of ``study`` of ``plan``."""
+        key = (plan.seed, "patient", plan.index, "study", study.index)
+        return cls(
+            study=make_uid(*key),
+            frame_of_reference=make_uid(*key, "for"),
+            ct_series=make_uid(*key, "ct"),
+            localizer_series=make_uid(*key, "localizer"),
+            dose_series=make_uid(*key, "dose"),
+            rtstruct_series=make_uid(*key, "rtstruct"),
+            rtstruct_instance=make_uid(*key, "rtstruct", 1),
+        )
+
+    def instance(self, plan: PatientPlan, study: StudyPlan, kind: str, number: int) -> str:
+        """SOP Instance UID of one object of the study."""
+        return make_uid(plan.seed, "patient", plan.index, "study", study.index, kind, number)
+
+
+def _da(day: dt.date) -> str:
+    return day.strftime("%Y%m%d")
+
+
+def _tm(value: dt.time | dt.datetime, vendor: str) -> str:
+    # Vendors differ in fractional seconds: none, milliseconds or microseconds.
+    base = value.strftime("%H%M%S")
+    if vendor == "ge":
+        return base
+    frac = f"{value.microsecond:06d}"
+    return f"{base}.{frac[:3]}" if vendor == "canon" else f"{base}.{frac}"
+
+
+def _at(study: StudyPlan, minutes: float) -> dt.datetime:
+    return dt.datetime.combine(study.date, study.time) + dt.timedelta(minutes=minutes)
+
+
+def _file_meta(sop_class: str, sop_instance: str, vendor: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID(make_uid(0, "implementation", vendor))
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION.get(vendor, ANNOTATION_EQUIPMENT["version_name"])
+    return meta
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    """Encode a dataset as a DICOM Part 10 file (preamble, file meta, Explicit VR Little Endian)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def study_description(plan: PatientPlan, study: StudyPlan) -> str:
+    """(0008,1030) Study Description in the institution's style, sometimes with PHI typed in."""
+    contrast = study.protocol.contrast
+    style = [
+        "CT CHEST W CONTRAST" if contrast else "CT CHEST W/O CONTRAST",
+        "CT THORAX WITH CONTRAST" if contrast else "CT THORAX",
+        "CHEST CT WITH IV CONTRAST" if contrast else "CHEST CT LOW DOSE",
+    ][plan.institution]
+    if plan.phi_in_description and study.index == 0:
+        return f"{style} - {plan.person.comma_name} MRN {plan.person.mrn}"[:64]
+    return style
+
+
+def series_texts(study: StudyPlan) -> dict[str, str]:
+    """Vendor-style (0008,103E) Series Description, (0018,1030) Protocol Name and names of
+    the localizer and dose series."""
+    p = study.protocol
+    th = p.thickness
+    if p.vendor == "siemens":
+        desc = f"Thorax  {th:.1f}  {p.kernel}" + ("  CE" if p.contrast else "")
+        protocol = "Thorax_CE" if p.contrast else "Thorax_Routine"
+        dose = "Patient Protocol"
+    elif p.vendor == "ge":
+        desc = f"{th:g}mm {p.kernel.title()}"
+        protocol = "4.2 CHEST W/ CONTRAST" if p.contrast else "4.1 CHEST W/O CONTRAST"
+        dose = "Dose Info"
+    elif p.vendor == "philips":
+        desc = f"Thorax {th:g}mm {p.kernel}" + (f" {p.spacing:g}mm inc" if p.spacing != th else "")
+        protocol = "Chest Contrast/Thorax" if p.contrast else "Chest Routine/Thorax"
+        dose = "Dose Info"
+    else:
+        desc = f"{'Lung' if p.lung_kernel else 'Body'}  {th:.1f}  {p.kernel}"
+        protocol = "CHEST+C" if p.contrast else "CHEST ROUTINE"
+        dose = "Dose Report"
+    return {"ct": desc, "protocol": protocol, "localizer": VENDORS[p.vendor].localizer_name, "dose": dose}
+
+
+def _patient_study(ds: Dataset, plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> None:
+    """Patient, general study and institution attributes shared by every object of a study."""
+    person = plan.person
+    inst = INSTITUTIONS[plan.institution]
+    vendor = study.scanner.vendor
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = person.dicom_name
+    ds.PatientID = person.mrn
+    ds.IssuerOfPatientID = inst.name.upper()[:64]
+    ds.PatientBirthDate = person.birth_date_forms()[0]
+    ds.PatientSex = person.sex
+    ds.PatientAge = f"{(study.date - person.birth_date).days // 365:03d}Y"
+    ds.PatientAddress = person.address
+    if plan.flags.get("telephone"):
+        ds.PatientTelephoneNumbers = person.phone
+    if plan.flags.get("other_ids"):
+        other = Dataset()
+        other.PatientID = person.other_id
+        other.IssuerOfPatientID = "REGIONAL HIE"
+        other.TypeOfPatientID = "TEXT"
+        ds.OtherPatientIDsSequence = Sequence([other])
+        if vendor in ("ge", "canon"):
+            ds.OtherPatientIDs = person.other_id  # retired (0010,1000), still written
+    if plan.phi_in_patient_comments:
+        ds.PatientComments = f"Call {person.phone_dashed} before exam. DOB {person.birth_date_forms()[2]}."
+    ds.StudyInstanceUID = uids.study
+    ds.StudyDate = _da(study.date)
+    ds.StudyTime = _tm(_at(study, 0), vendor)
+    ds.AccessionNumber = study.accession
+    ds.StudyID = uids.study[-5:].lstrip("0") or "1"
+    ds.ReferringPhysicianName = staff_forms(plan.referrer)[0]
+    ds.NameOfPhysiciansReadingStudy = staff_forms(study.radiologist)[0]
+    ds.StudyDescription = study_description(plan, study)
+    ds.InstitutionName = inst.name
+    ds.InstitutionAddress = inst.address
+    ds.InstitutionalDepartmentName = "Radiology"
+
+
+def _equipment(ds: Dataset, study: StudyPlan) -> None:
+    s = study.scanner
+    ds.Manufacturer = s.manufacturer
+    ds.ManufacturerModelName = s.model
+    ds.SoftwareVersions = s.software
+    ds.StationName = s.station
+    ds.DeviceSerialNumber = s.serial
+
+
+def _add_private(ds: Dataset, plan: PatientPlan, study: StudyPlan) -> None:
+    """Vendor private blocks, including one private sequence, some carrying PHI.
+
+    Elements known to pydicom's private dictionary keep their dictionary VR; the ones that
+    carry PHI or the sequences use offsets 0xF4-0xF8, free in every block used here.
+    """
+    person = plan.person
+    p = study.protocol
+    vendor = study.scanner.vendor
+    if vendor == "siemens":
+        coad = ds.private_block(0x0019, "SIEMENS CT VA0  COAD", create=True)
+        coad.add_new(0x90, "DS", "0")  # Osteo Offset
+        coad.add_new(0xB0, "DS", f"{p.thickness * 16:g}")  # Feed per Rotation
+        item = Dataset()
+        inner = item.private_block(0x0021, "SIEMENS MED", create=True)
+        inner.add_new(0xF5, "PN", person.dicom_name)
+        inner.add_new(0xF6, "SH", study.accession)
+        ds.private_block(0x0021, "SIEMENS MED", create=True).add_new(0xF4, "SQ", Sequence([item]))
+    elif vendor == "ge":
+        iden = ds.private_block(0x0009, "GEMS_IDEN_01", create=True)
+        iden.add_new(0x01, "LO", "CT_LIGHTSPEED")  # Full fidelity
+        iden.add_new(0x02, "SH", study.scanner.station[:16])  # Suite id
+        ds.private_block(0x0011, "GEMS_PATI_01", create=True).add_new(0xF4, "LO", person.mrn)
+        parm = ds.private_block(0x0043, "GEMS_PARM_01", create=True)
+        parm.add_new(0x27, "SH", "/1.0:1")  # Scan Pitch Ratio
+        item = Dataset()
+        inner = item.private_block(0x0043, "GEMS_PARM_01", create=True)
+        inner.add_new(0xF5, "LO", p.kernel)
+        inner.add_new(0xF6, "DS", f"{p.thickness:g}")
+        parm.add_new(0xF4, "SQ", Sequence([item]))
+    elif vendor == "philips":
+        els = ds.private_block(0x01F1, "ELSCINT1", create=True)
+        els.add_new(0x26, "DS", "0.985")  # Pitch
+        els.add_new(0x27, "DS", "0.5")  # Rotation Time
+        ds.private_block(0x00E1, "ELSCINT1", create=True).add_new(0x42, "LO", person.dicom_name)
+        item = Dataset()
+        inner = item.private_block(0x2001, "Philips Imaging DD 001", create=True)
+        inner.add_new(0x2D, "SS", p.n_slices)  # Number of Stack Slices
+        inner.add_new(0xF5, "LO", f"Ref: {staff_forms(plan.referrer)[1]}")
+        # (2001,xx5F) Stack Sequence
+        ds.private_block(0x2001, "Philips Imaging DD 001", create=True).add_new(0x5F, "SQ", Sequence([item]))
+    else:
+        tos = ds.private_block(0x7005, "TOSHIBA_MEC_CT3", create=True)
+        tos.add_new(0x0B, "SH", p.kernel)  # Filter
+        tos.add_new(0x0D, "CS", "CHEST")  # Organ
+        tos.add_new(0xF4, "LO", study.accession)
+        item = Dataset()
+        item.private_block(0x7005, "TOSHIBA_MEC_CT3", create=True).add_new(0xF6, "LO", person.mrn)
+        tos.add_new(0xF5, "SQ", Sequence([item]))
+
+
+def _contrast(ds: Dataset, study: StudyPlan) -> None:
+    """Contrast, the way each vendor writes (or does not write) it."""
+    p = study.protocol
+    if p.vendor == "siemens":
+        return  # only the "CE" in Series Description and Protocol Name tells
+    if p.vendor == "ge":
+        if p.contrast:
+            ds.ContrastBolusAgent = "OMNIPAQUE 350"
+            ds.ContrastBolusRoute = "IV"
+            ds.ContrastBolusVolume = "80"
+    elif p.vendor == "philips":
+        ds.ContrastBolusAgent = "Yes" if p.contrast else "No"
+    else:
+        ds.ContrastBolusAgent = "IOPAMIDOL 370" if p.contrast else "NONE"
+        if p.contrast:
+            ds.ContrastBolusIngredient = "IODINE"
+
+
+def _request_attributes(plan: PatientPlan, study: StudyPlan) -> Sequence:
+    item = Dataset()
+    item.AccessionNumber = study.accession
+    item.RequestedProcedureID = study.accession
+    item.RequestedProcedureDescription = study_description(plan, study)[:64]
+    item.ScheduledProcedureStepID = f"SPS{make_uid(plan.seed, plan.index, study.index, 'sps')[-7:]}"
+    item.ScheduledProcedureStepDescription = "CT CHEST NODULE FOLLOW-UP" if study.index else "CT CHEST"
+    return Sequence([item])
+
+
+def build_ct_series(
+    plan: PatientPlan, study: StudyPlan, uids: StudyUIDs, rendered: RenderedSeries
+) -> tuple[Dataset, list[Dataset]]:
+    """The axial CT series, one dataset per slice, in (0020,0013) Instance Number order.
+
+    Returns
+    -------
+    tuple
+        ``(template, slices)``: the attributes shared by every slice, and the slices, each a
+        shallow copy of the template plus its own (0008,0018) SOP Instance UID,
+        (0020,0013) Instance Number, (0020,0032) Image Position (Patient) along +z,
+        (0020,1041) Slice Location (= z), acquisition/content times and pixels.
+        (0020,0037) Image Orientation (Patient) is ``1\\0\\0\\0\\1\\0``.
+    """
+    p = study.protocol
+    vendor = VENDORS[p.vendor]
+    numbers = SERIES_NUMBERS[p.vendor]
+    texts = series_texts(study)
+    stored = to_stored(rendered.hu, p, rendered.pixel_spacing)
+    n = p.n_slices
+    order = list(range(n - 1, -1, -1)) if p.descending else list(range(n))
+    ps = f"{rendered.pixel_spacing:.6f}".rstrip("0").rstrip(".")
+    series_time = _at(study, 2.0)
+
+    ds = Dataset()
+    _patient_study(ds, plan, study, uids)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"] + (["CT_SOM5 SPI"] if p.vendor == "siemens" else [])
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = _da(study.date)
+    ds.SeriesTime = _tm(series_time, p.vendor)
+    ds.Modality = "CT"
+    _equipment(ds, study)
+    ds.SeriesDescription = texts["ct"]
+    ds.ProtocolName = texts["protocol"]
+    ds.OperatorsName = staff_forms(study.technologist)[0]
+    ds.PerformingPhysicianName = staff_forms(study.radiologist)[0]
+    if p.body_part:
+        ds.BodyPartExamined = p.body_part
+    _contrast(ds, study)
+    ds.SliceThickness = f"{p.thickness:g}"
+    if p.vendor != "siemens":
+        ds.SpacingBetweenSlices = f"{p.spacing:g}"
+    ds.KVP = str(p.kvp)
+    ds.DataCollectionDiameter = "500"
+    ds.ReconstructionDiameter = f"{rendered.pixel_spacing * MATRIX:.3f}"
+    ds.GantryDetectorTilt = "0"
+    ds.TableHeight = "160"
+    ds.RotationDirection = "CW"
+    ds.XRayTubeCurrent = p.tube_current
+    ds.ExposureTime = 500
+    ds.Exposure = p.tube_current // 2
+    ds.ConvolutionKernel = p.kernel
+    ds.PatientPosition = "HFS"
+    ds.CTDIvol = round(p.tube_current * 0.04 * (p.kvp / 120) ** 2, 2)
+    ds.SeriesInstanceUID = uids.ct_series
+    ds.SeriesNumber = numbers[1]
+    ds.AcquisitionNumber = 2 if p.vendor == "siemens" else 1
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.FrameOfReferenceUID = uids.frame_of_reference
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = MATRIX
+    ds.Columns = MATRIX
+    ds.PixelSpacing = [ps, ps]
+    ds.BitsAllocated = 16
+    ds.BitsStored = vendor.bits_stored
+    ds.HighBit = vendor.bits_stored - 1
+    ds.PixelRepresentation = 1 if vendor.signed else 0
+    if p.vendor == "ge":
+        ds.add_new(0x00280120, "SS", -2000)  # Pixel Padding Value
+    if p.lung_kernel:
+        ds.WindowCenter, ds.WindowWidth = "-600", "1500"
+    else:
+        ds.WindowCenter, ds.WindowWidth = "40", "400"
+    ds.RescaleIntercept = f"{vendor.rescale_intercept:g}"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.LossyImageCompression = "00"
+    ds.BurnedInAnnotation = "NO"
+    ds.RequestAttributesSequence = _request_attributes(plan, study)
+    ds.PerformedProcedureStepStartDate = _da(study.date)
+    ds.PerformedProcedureStepStartTime = _tm(_at(study, 0), p.vendor)
+    ds.PerformedProcedureStepID = f"PPS{make_uid(plan.seed, plan.index, study.index, 'pps')[-7:]}"
+    _add_private(ds, plan, study)
+
+    slices = []
+    for number, k in enumerate(order, start=1):
+        sl = Dataset(dict(ds.items()))  # own element dict, shared (unchanged) elements
+        sop_uid = uids.instance(plan, study, "ct", number)
+        sl.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid, p.vendor)
+        sl.SOPInstanceUID = sop_uid
+        acq = series_time + dt.timedelta(seconds=0.35 * number)
+        sl.AcquisitionTime = sl.ContentTime = _tm(acq, p.vendor)
+        if p.vendor == "siemens":
+            sl.AcquisitionDateTime = acq.strftime("%Y%m%d%H%M%S.%f")
+        sl.InstanceNumber = number
+        z = f"{float(rendered.z[k]):.4f}"
+        sl.ImagePositionPatient = [f"{rendered.origin_xy[0]:.4f}", f"{rendered.origin_xy[1]:.4f}", z]
+        sl.SliceLocation = z
+        if plan.phi_in_image_comments and number == 1:
+            sl.ImageComments = f"Pt {plan.person.natural_name} repositioned, arms up"
+        sl.add_new(0x7FE00010, "OW", stored[k].tobytes())  # Pixel Data
+        slices.append(sl)
+    return ds, slices
+
+
+def _encode_element(elem: DataElement) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_data_element(fp, elem)
+    return fp.getvalue()
+
+
+def encode_series(template: Dataset, slices: list[Dataset]) -> list[bytes]:
+    """Part 10 bytes of each slice, encoding the template's shared elements only once.
+
+    Gives the same bytes as :func:`to_bytes` per slice (Explicit VR Little Endian),
+    several times faster for a series.
+    """
+    cache: dict[int, bytes] = {}
+    files = []
+    for ds in slices:
+        meta = DicomBytesIO()
+        meta.is_little_endian = True
+        meta.is_implicit_VR = False
+        meta.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+        parts = [meta.getvalue()]
+        for elem in ds:
+            shared = template.get(elem.tag)
+            if shared is elem:
+                encoded = cache.get(elem.tag)
+                if encoded is None:
+                    encoded = cache[elem.tag] = _encode_element(elem)
+            else:
+                encoded = _encode_element(elem)
+            parts.append(encoded)
+        files.append(b"".join(parts))
+    return files
+
+
+def build_localizer(plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> Dataset:
+    """One coronal localizer (scout) image, ``ImageType`` ``ORIGINAL\\PRIMARY\\LOCALIZER``."""
+    p = study.protocol
+    image, top_left, ps = render_localizer(plan.anatomy, study.pose, study.z_center, p.contrast)
+    ds = Dataset()
+    sop_uid = uids.instance(plan, study, "localizer", 1)
+    ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid, p.vendor)
+    _patient_study(ds, plan, study, uids)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    t = _at(study, 0.5)
+    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = _da(study.date)
+    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = _tm(t, p.vendor)
+    ds.Modality = "CT"
+    _equipment(ds, study)
+    ds.SeriesDescription = series_texts(study)["localizer"]
+    ds.ProtocolName = series_texts(study)["protocol"]
+    ds.OperatorsName = staff_forms(study.technologist)[0]
+    if p.body_part:
+        ds.BodyPartExamined = p.body_part
+    ds.SliceThickness = "0.6"
+    ds.KVP = "120"
+    ds.XRayTubeCurrent = 35
+    ds.PatientPosition = "HFS"
+    ds.SeriesInstanceUID = uids.localizer_series
+    ds.SeriesNumber = SERIES_NUMBERS[p.vendor][0]
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = 1
+    ds.ImagePositionPatient = [f"{v:.4f}" for v in top_left]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.FrameOfReferenceUID = uids.frame_of_reference
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = image.shape
+    ds.PixelSpacing = [f"{ps:g}", f"{ps:g}"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.WindowCenter, ds.WindowWidth = "1600", "3000"
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = "1"
+    ds.LossyImageCompression = "00"
+    ds.BurnedInAnnotation = "NO"
+    if plan.phi_in_image_comments:
+        ds.ImageComments = f"Pt {plan.person.natural_name} repositioned, arms up"
+    ds.PixelData = image.tobytes()
+    return ds
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except Exception:  # no TrueType font: PIL's bitmap font scales too (Pillow >= 10.1)
+        return ImageFont.load_default(size=size)
+
+
+def dose_screen_lines(plan: PatientPlan, study: StudyPlan) -> list[tuple[str, int]]:
+    """Text lines (and font sizes) burned into the dose screen."""
+    p = study.protocol
+    ctdi = round(p.tube_current * 0.04 * (p.kvp / 120) ** 2, 2)
+    dlp = round(ctdi * p.n_slices * p.spacing / 10.0 + 2.1, 1)
+    return [
+        (f"{study.scanner.manufacturer} {study.scanner.model} - Dose Report", 18),
+        (f"Patient: {plan.person.comma_name}", 24),
+        (f"MRN: {plan.person.mrn}", 24),
+        (f"Accession: {study.accession}   Exam: {study.date.isoformat()}", 18),
+        ("Series   Scan       kV    CTDIvol   DLP", 16),
+        ("1        Scout      120   0.10      2.1", 16),
+        (f"{SERIES_NUMBERS[p.vendor][1]:<8} Helical    {p.kvp:<5} {ctdi:<9.2f} {dlp - 2.1:.1f}", 16),
+        (f"Total DLP: {dlp:.1f} mGy*cm", 18),
+    ]
+
+
+def build_dose_screen(plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> tuple[Dataset, list[str]]:
+    """The dose screen (Secondary Capture) with identifying text burned into the pixels.
+
+    Returns
+    -------
+    tuple
+        The dataset and the burned-in text lines (for the PHI ground truth).
+    """
+    p = study.protocol
+    image = Image.new("L", (512, 256), 0)
+    draw = ImageDraw.Draw(image)
+    y = 12
+    lines = dose_screen_lines(plan, study)
+    for text, size in lines:
+        draw.text((16, y), text, fill=235, font=_font(size))
+        y += int(size * 1.45)
+    ds = Dataset()
+    sop_uid = uids.instance(plan, study, "dose", 1)
+    ds.file_meta = _file_meta(SECONDARY_CAPTURE_STORAGE, sop_uid, p.vendor)
+    _patient_study(ds, plan, study, uids)
+    ds.ImageType = {
+        "siemens": ["DERIVED", "SECONDARY", "OTHER"],
+        "ge": ["ORIGINAL", "PRIMARY", "SCREEN SAVE"],
+        "philips": ["DERIVED", "SECONDARY", "DOSE_INFO"],
+        "canon": ["DERIVED", "SECONDARY"],
+    }[p.vendor]
+    ds.SOPClassUID = SECONDARY_CAPTURE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    t = _at(study, 9.0)
+    ds.SeriesDate = ds.ContentDate = _da(study.date)
+    ds.SeriesTime = ds.ContentTime = _tm(t, p.vendor)
+    ds.Modality = "CT"
+    ds.ConversionType = "WSD"
+    _equipment(ds, study)
+    ds.SeriesDescription = series_texts(study)["dose"]
+    ds.SeriesInstanceUID = uids.dose_series
+    ds.SeriesNumber = SERIES_NUMBERS[p.vendor][2]
+    ds.InstanceNumber = 1
+    ds.PatientOrientation = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = 256, 512
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.BurnedInAnnotation = "YES"
+    ds.PixelData = np.asarray(image, dtype=np.uint8).tobytes()
+    return ds, [text for text, _ in lines]
+
+
+def _pin_uids_and_times(ds: Dataset, replacements: dict[str, str]) -> None:
+    """Replace library-generated UIDs everywhere in ``ds`` (recursively)."""
+    for elem in ds.iterall():
+        if elem.VR == "UI" and isinstance(elem.value, str) and elem.value in replacements:
+            elem.value = replacements[elem.value]
+
+
+def build_segmentation(
+    plan: PatientPlan,
+    study: StudyPlan,
+    uids: StudyUIDs,
+    ct_slices: list[Dataset],
+    mask: np.ndarray,
+    nodule_index: int,
+    lobe: str,
+) -> Dataset:
+    """One BINARY DICOM SEG (highdicom) of one nodule, referencing the axial series.
+
+    Parameters
+    ----------
+    ct_slices
+        The axial series in Instance Number order.
+    mask
+        ``[k, row, column]`` along increasing z (as rendered).
+    """
+    order = list(range(mask.shape[0] - 1, -1, -1)) if study.protocol.descending else list(range(mask.shape[0]))
+    tracking_uid = make_uid(plan.seed, "patient", plan.index, "nodule", nodule_index)
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=f"Nodule {nodule_index}",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Nodule,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        tracking_uid=tracking_uid,
+        tracking_id=f"Nodule {nodule_index}",
+        anatomic_regions=[LOBE_CODES[lobe]],
+    )
+    when = _at(study, 40.0 + nodule_index)
+    series_uid = uids.instance(plan, study, "seg-series", nodule_index)
+    seg = hd.seg.Segmentation(
+        source_images=ct_slices,
+        pixel_array=mask[order].astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=series_uid,
+        series_number=SEG_SERIES_BASE + nodule_index,
+        sop_instance_uid=uids.instance(plan, study, "seg", nodule_index),
+        instance_number=1,
+        manufacturer=ANNOTATION_EQUIPMENT["manufacturer"],
+        manufacturer_model_name=ANNOTATION_EQUIPMENT["model"],
+        software_versions=ANNOTATION_EQUIPMENT["software"],
+        device_serial_number=ANNOTATION_EQUIPMENT["serial"],
+        content_description=f"Nodule {nodule_index} {lobe}",
+        content_creator_name=staff_forms(study.radiologist)[0],
+        content_label=f"NODULE{nodule_index}",
+        series_description=f"Nodule {nodule_index} SEG",
+        content_date=study.date,
+        content_time=when.time(),
+        series_date=study.date,
+        series_time=when.time(),
+    )
+    # highdicom stamps creation time and random dimension-organization UIDs: pin them.
+    seg.InstanceCreationDate = DA(_da(study.date))
+    seg.InstanceCreationTime = TM(when.strftime("%H%M%S"))
+    generated = {
+        item.DimensionOrganizationUID: uids.instance(plan, study, "seg-dimorg", nodule_index)
+        for item in seg.get("DimensionOrganizationSequence", [])
+    }
+    _pin_uids_and_times(seg, generated)
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = _at(study, 2.0).strftime("%Y%m%d%H%M%S")
+    seg.file_meta.ImplementationClassUID = UID(make_uid(0, "implementation", "annotation"))
+    seg.file_meta.ImplementationVersionName = ANNOTATION_EQUIPMENT["version_name"]
+    return seg
+
+
+def trace_contours(mask2d: np.ndarray) -> list[np.ndarray]:
+    """Closed outlines along voxel edges of a 2-D mask (one per 4-connected component).
+
+    Vertices are pixel corners in ``(column, row)`` units, where pixel ``(r, c)`` spans
+    ``[c - 0.5, c + 0.5] x [r - 0.5, r + 0.5]``. Because every voxel centre lies half a
+    voxel from any edge, filling the outlines at voxel centres (even-odd or union) gives
+    back ``mask2d`` exactly. Holes must already be filled.
+    """
+    m = np.pad(mask2d.astype(bool), 1)
+    edges: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    rows, cols = np.nonzero(m)
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        # Clockwise on screen (y down): interior on the right of the direction of travel.
+        if not m[r - 1, c]:
+            edges.setdefault((c, r), []).append((c + 1, r))
+        if not m[r, c + 1]:
+            edges.setdefault((c + 1, r), []).append((c + 1, r + 1))
+        if not m[r + 1, c]:
+            edges.setdefault((c + 1, r + 1), []).append((c, r + 1))
+        if not m[r, c - 1]:
+            edges.setdefault((c, r + 1), []).append((c, r))
+    loops: list[np.ndarray] = []
+    while edges:
+        start = min(edges)
+        points = [start]
+        prev = start
+        current = edges[start].pop(0)
+        if not edges[start]:
+            del edges[start]
+        while current != start:
+            outgoing = edges[current]
+            if len(outgoing) > 1:
+                # Two components touching at a corner: turn right to stay on this pixel.
+                din = (current[0] - prev[0], current[1] - prev[1])
+                outgoing.sort(key=lambda q: -(din[0] * (q[1] - current[1]) - din[1] * (q[0] - current[0])))
+            nxt = outgoing.pop(0)
+            if not outgoing:
+                del edges[current]
+            points.append(current)
+            prev, current = current, nxt
+        pts = np.array(points, dtype=float)
+        # Drop vertices in the middle of straight runs.
+        before = np.roll(pts, 1, axis=0)
+        after = np.roll(pts, -1, axis=0)
+        cross = (pts[:, 0] - before[:, 0]) * (after[:, 1] - pts[:, 1]) - (pts[:, 1] - before[:, 1]) * (
+            after[:, 0] - pts[:, 0]
+        )
+        # Back to unpadded pixel indices: corner (c, r) of the padded grid is (c - 1.5, r - 1.5).
+        loops.append(pts[cross != 0] - 1.5)
+    return loops
+
+
+def build_rtstruct(
+    plan: PatientPlan,
+    study: StudyPlan,
+    uids: StudyUIDs,
+    ct_slices: list[Dataset],
+    rendered: RenderedSeries,
+    lobes: list[str],
+) -> Dataset:
+    """An RT Structure Set with one ROI per nodule, contours traced from the masks."""
+    p = study.protocol
+    ds = Dataset()
+    ds.file_meta = _file_meta(RT_STRUCTURE_SET_STORAGE, uids.rtstruct_instance, "annotation")
+    ds.file_meta.ImplementationClassUID = UID(make_uid(0, "implementation", "annotation"))
+    _patient_study(ds, plan, study, uids)
+    when = _at(study, 55.0)
+    ds.InstanceCreationDate = _da(study.date)
+    ds.InstanceCreationTime = when.strftime("%H%M%S")
+    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
+    ds.SOPInstanceUID = uids.rtstruct_instance
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesDate = _da(study.date)
+    ds.SeriesTime = when.strftime("%H%M%S")
+    ds.Manufacturer = ANNOTATION_EQUIPMENT["manufacturer"]
+    ds.ManufacturerModelName = ANNOTATION_EQUIPMENT["model"]
+    ds.SoftwareVersions = ANNOTATION_EQUIPMENT["software"]
+    ds.DeviceSerialNumber = ANNOTATION_EQUIPMENT["serial"]
+    ds.SeriesDescription = "Nodule contours"
+    ds.SeriesInstanceUID = uids.rtstruct_series
+    ds.SeriesNumber = RTSTRUCT_SERIES_NUMBER
+    ds.InstanceNumber = 1
+    ds.OperatorsName = staff_forms(study.radiologist)[0]
+    ds.FrameOfReferenceUID = uids.frame_of_reference
+    ds.StructureSetLabel = "Nodules"
+    ds.StructureSetName = f"Nodules {study.date.isoformat()}"
+    ds.StructureSetDate = _da(study.date)
+    ds.StructureSetTime = when.strftime("%H%M%S")
+
+    def image_ref(sop_uid: str) -> Dataset:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+        ref.ReferencedSOPInstanceUID = sop_uid
+        return ref
+
+    series_ref = Dataset()
+    series_ref.SeriesInstanceUID = uids.ct_series
+    series_ref.ContourImageSequence = Sequence([image_ref(s.SOPInstanceUID) for s in ct_slices])
+    study_ref = Dataset()
+    study_ref.ReferencedSOPClassUID = STUDY_COMPONENT_MANAGEMENT
+    study_ref.ReferencedSOPInstanceUID = uids.study
+    study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
+    for_ref = Dataset()
+    for_ref.FrameOfReferenceUID = uids.frame_of_reference
+    for_ref.RTReferencedStudySequence = Sequence([study_ref])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([for_ref])
+
+    # Slice k (along +z) is instance n - k when the vendor numbers from the top.
+    n = p.n_slices
+    sop_of_k = {
+        k: ct_slices[(n - 1 - k) if p.descending else k].SOPInstanceUID for k in range(n)
+    }
+    ps = rendered.pixel_spacing
+    x0, y0 = rendered.origin_xy
+    roi_items, contour_items, obs_items = [], [], []
+    for i, (mask, lobe) in enumerate(zip(rendered.masks, lobes, strict=True), start=1):
+        roi = Dataset()
+        roi.ROINumber = i
+        roi.ReferencedFrameOfReferenceUID = uids.frame_of_reference
+        roi.ROIName = f"Nodule {i}"
+        roi.ROIDescription = f"Nodule {i} {lobe}"
+        roi.ROIGenerationAlgorithm = "MANUAL"
+        roi_items.append(roi)
+        contours: list[Dataset] = []
+        for k in range(n):
+            if not mask[k].any():
+                continue
+            z = float(rendered.z[k])
+            for loop in trace_contours(mask[k]):
+                item = Dataset()
+                item.ContourImageSequence = Sequence([image_ref(sop_of_k[k])])
+                item.ContourGeometricType = "CLOSED_PLANAR"
+                item.NumberOfContourPoints = len(loop)
+                item.ContourNumber = len(contours) + 1
+                xyz = []
+                for c, r in loop:
+                    xyz += [f"{x0 + c * ps:.3f}", f"{y0 + r * ps:.3f}", f"{z:.3f}"]
+                item.ContourData = xyz
+                contours.append(item)
+        rc = Dataset()
+        rc.ROIDisplayColor = [[255, 64, 64], [64, 200, 255], [255, 200, 0]][(i - 1) % 3]
+        rc.ReferencedROINumber = i
+        rc.ContourSequence = Sequence(contours)
+        contour_items.append(rc)
+        obs = Dataset()
+        obs.ObservationNumber = i
+        obs.ReferencedROINumber = i
+        obs.RTROIInterpretedType = "GTV"
+        obs.ROIInterpreter = staff_forms(study.radiologist)[0]
+        obs_items.append(obs)
+    ds.StructureSetROISequence = Sequence(roi_items)
+    ds.ROIContourSequence = Sequence(contour_items)
+    ds.RTROIObservationsSequence = Sequence(obs_items)
+    ds.ApprovalStatus = "UNAPPROVED"
+    return ds
