@@ -35,6 +35,7 @@ from traitlets.config import Config
 from pacs_workbench.config import DEFAULT_PARAMS, NOTEBOOK_DIR, REPO_ROOT, load_params, notebook_params
 
 SHOW_CODE_TAG = "show-code"
+CELL_TIMEOUT_S = 1800
 HIDE_INPUT_TAG = "hide-input"
 VERSIONED_PACKAGES = [
     "pacs-workbench",
@@ -284,6 +285,8 @@ def run_notebooks(
                     kernel_name=kernel_name,
                     cwd=str(base),
                     progress_bar=False,
+                    # A cell that never returns (a stuck kernel or widget) fails the run instead of hanging it.
+                    execution_timeout=CELL_TIMEOUT_S,
                 )
                 record.status = "ok"
             except Exception as exc:  # the notebook's own error is shown in its HTML

@@ -163,21 +163,23 @@ def case_picker(review: Any, *, top: int = 8, n_slices: int = 3) -> widgets.Widg
 
     options = [(label(row), str(row["case_id"])) for row in cases.to_dict(orient="records")]
     picker = widgets.Dropdown(options=options, description="case", layout=widgets.Layout(width="420px"))
-    output = widgets.Output()
+    # An Image widget rather than an Output widget: capturing figures in an Output widget while
+    # papermill executes the cell can leave the run waiting for messages forever.
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
 
     def draw(*_: Any) -> None:
-        with output:
-            output.clear_output(wait=True)
-            fig = plot_case_studies(review, [str(picker.value)], top=top, n_slices=n_slices)
-            display(fig)
-            plt.close(fig)
+        fig = plot_case_studies(review, [str(picker.value)], top=top, n_slices=n_slices)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90)
+        plt.close(fig)
+        image.value = buffer.getvalue()
 
     typical = review.typical_cases(1)
     if typical:
         picker.value = typical[0]
     picker.observe(draw, names="value")
     draw()
-    return _CasePicker([picker, output])
+    return _CasePicker([picker, image])
 
 
 # --- cohort explorer (01_cohort) ---------------------------------------------------------------------

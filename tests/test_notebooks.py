@@ -15,7 +15,9 @@ from pacs_workbench import runner
 from pacs_workbench.config import DEFAULT_PARAMS, notebook_params
 
 pytestmark = pytest.mark.slow
-PATIENTS = 4
+PATIENTS = 12
+# Enough patients for a model, with a cross-validation small enough for a test.
+SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100}
 
 
 def _retarget(value: Any, data_dir: Path) -> Any:
@@ -32,8 +34,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("tiny")
     data_dir = root / "data"
     data_dir.mkdir()
-    runner.prepare_demo_data(data_dir, patients=PATIENTS, seed=7)
+    runner.prepare_demo_data(data_dir, patients=PATIENTS, seed=3)
     params = _retarget(yaml.safe_load(DEFAULT_PARAMS.read_text()), data_dir)
+    params["04_radiomics_model"].update(SMALL_MODEL)
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     result = runner.run_notebooks(params_file, root / "reports", base_dir=root)
