@@ -34,8 +34,11 @@ from traitlets.config import Config
 
 from pacs_workbench.config import DEFAULT_PARAMS, NOTEBOOK_DIR, REPO_ROOT, load_params, notebook_params
 
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 SHOW_CODE_TAG = "show-code"
 CELL_TIMEOUT_S = 1800
+#: Written by ``02_deid_audit`` into the de-identified folder: the audit's JSON summary (counts only).
+AUDIT_SUMMARY = "audit_summary.json"
 HIDE_INPUT_TAG = "hide-input"
 VERSIONED_PACKAGES = [
     "pacs-workbench",
@@ -171,7 +174,7 @@ def render_html(ipynb: Path, target: Path) -> None:
     config = Config()
     config.TagRemovePreprocessor.enabled = True
     config.TagRemovePreprocessor.remove_input_tags = {HIDE_INPUT_TAG}
-    exporter = HTMLExporter(config=config)
+    exporter = HTMLExporter(config=config, template_name="reviewer", extra_template_basedirs=[str(TEMPLATE_DIR)])
     body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": _title(notebook, ipynb)}})
     _write_text_atomic(target, body)
 
@@ -200,10 +203,12 @@ def _write_text_atomic(target: Path, text: str) -> None:
 
 
 def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """Make relative paths in ``*_dir``/``*_file`` parameters absolute against ``base_dir``.
+    """Express ``*_dir``/``*_file`` parameters relative to ``base_dir`` (the notebooks' working folder).
 
-    A relative path that names a file shipped with the workbench (``notebooks/params/...``) and
-    does not exist under ``base_dir`` resolves to the shipped file.
+    Relative paths keep home folders and user names out of the executed notebooks and reports
+    (papermill stores parameters in its outputs). A relative path that names a file shipped with
+    the workbench (``notebooks/params/...``) and does not exist under ``base_dir`` resolves to
+    the shipped file.
     """
     resolved = {}
     for name, value in values.items():
@@ -211,8 +216,9 @@ def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
             path = Path(value)
             if not path.is_absolute():
                 shipped = REPO_ROOT / path
-                path = shipped if not (base_dir / path).exists() and shipped.exists() else base_dir / path
-            resolved[name] = str(path.resolve())
+                use_shipped = path.parts[:1] == ("notebooks",) and shipped.exists() and not (base_dir / path).exists()
+                path = shipped if use_shipped else base_dir / path
+            resolved[name] = os.path.relpath(path.resolve(), base_dir.resolve())
         else:
             resolved[name] = value
     return resolved
@@ -249,16 +255,16 @@ def run_notebooks(
     base = base_dir or Path.cwd()
     chosen = list(notebooks) if notebooks is not None else discover_notebooks()
     shared = _resolve_paths(params.get("shared", {}), base)
-    inputs = [Path(p) for p in shared.get("fingerprint_paths", [])]
+    inputs = [base / p for p in shared.get("fingerprint_paths", [])]
     if not inputs and shared.get("data_dir"):
-        inputs = [Path(shared["data_dir"]) / sub for sub in ("dicom", "ehr", "reports")]
+        inputs = [base / shared["data_dir"] / sub for sub in ("dicom", "ehr", "reports")]
     provenance: dict[str, Any] = {
         "run_id": run_id,
         "started": _now(),
         "params_file": str(Path(params_file).name if params_file else DEFAULT_PARAMS.name),
         "git_commit": git_commit(),
         "packages": package_versions(),
-        "input_fingerprint": fingerprint_inputs([Path(p) for p in inputs]),
+        "input_fingerprint": fingerprint_inputs(inputs),
     }
     result = RunResult(run_id=run_id, out_dir=out, index_html=out / "index.html")
     with _run_lock(out):
@@ -300,7 +306,8 @@ def run_notebooks(
                 record.html = ""
         provenance["ended"] = _now()
         provenance["parameters"] = used_params
-        write_index(result, provenance)
+        highlights = collect_highlights(used_params, base, out)
+        write_index(result, provenance, highlights)
     return result
 
 
@@ -308,15 +315,129 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def write_index(result: RunResult, provenance: dict[str, Any]) -> None:
-    """Write ``index.html`` and ``run.json`` (the same facts, machine-readable)."""
+@dataclass
+class Highlights:
+    """What a reviewer wants first from a run, read from the stages' outputs (no identifiers)."""
+
+    attrition_png: str = ""
+    attrition_final: dict[str, int] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    model_notes: list[str] = field(default_factory=list)
+
+
+def _param_path(used: dict[str, dict[str, Any]], name: str, base: Path) -> Path | None:
+    for values in used.values():
+        if values.get(name):
+            return base / str(values[name])
+    return None
+
+
+def collect_highlights(used: dict[str, dict[str, Any]], base: Path, out_dir: Path) -> Highlights:
+    """Attrition, audit verdict and headline metrics of the run, where the stages wrote them."""
+    found = Highlights()
+    cohort_dir = _param_path(used, "cohort_dir", base)
+    if cohort_dir is not None and (cohort_dir / "attrition.csv").is_file():
+        import pandas as pd
+
+        attrition = pd.read_csv(cohort_dir / "attrition.csv")
+        _plot_attrition(attrition, out_dir / "attrition.png")
+        found.attrition_png = "attrition.png"
+        last = attrition.iloc[-1]
+        found.attrition_final = {k: int(last[k]) for k in ("patients", "studies", "series") if k in attrition}
+    deid_dir = _param_path(used, "deid_dir", base)
+    if deid_dir is not None and (deid_dir / AUDIT_SUMMARY).is_file():
+        audit = json.loads((deid_dir / AUDIT_SUMMARY).read_text(encoding="utf-8"))
+        found.audit = {k: audit[k] for k in ("ok", "n_findings", "files_checked", "checks") if k in audit}
+    model_dir = _param_path(used, "model_dir", base)
+    if model_dir is not None and (model_dir / "metrics.json").is_file():
+        metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+        for name, record in metrics.get("models", {}).items():
+            found.metrics.append(
+                {
+                    "model": name,
+                    "auc": record.get("auc"),
+                    "auc_ci": record.get("auc_ci", [None, None]),
+                    "brier": record.get("brier"),
+                    "n": metrics.get("n"),
+                    "n_events": metrics.get("n_events"),
+                }
+            )
+        found.model_notes = [str(metrics["added_value"])] if metrics.get("added_value") else []
+    return found
+
+
+def _plot_attrition(attrition: Any, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{int(r.step)}. {str(r.criterion)[:60]}" for r in attrition.itertuples()]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.2))
+    ax.barh(labels, attrition["series"], color="#9fb7d9", label="series")
+    ax.barh(labels, attrition["patients"], color="#4c72b0", label="patients")
+    for y, (series, patients) in enumerate(zip(attrition["series"], attrition["patients"], strict=True)):
+        ax.text(series, y, f" {series} series / {patients} patients", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, attrition["series"].max() * 1.45)
+    ax.set_xlabel("remaining after each criterion")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp.png")
+    fig.savefig(temp, dpi=110)
+    plt.close(fig)
+    os.replace(temp, target)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def _highlights_html(found: Highlights) -> str:
+    parts = []
+    if found.attrition_png:
+        final = ", ".join(f"{v} {k}" for k, v in found.attrition_final.items())
+        parts.append(
+            f"<section><h2>Cohort</h2><p>After every criterion: {html.escape(final)}.</p>"
+            f'<img src="{found.attrition_png}" alt="Cohort attrition: patients and series left after each criterion">'
+            "</section>"
+        )
+    if found.audit:
+        ok = found.audit.get("ok")
+        verdict = "no residual PHI found" if ok else f"{found.audit.get('n_findings', '?')} findings: do not share"
+        files = found.audit.get("files_checked")
+        detail = f" ({files} files checked)" if files is not None else ""
+        parts.append(
+            f"<section><h2>De-identification audit</h2><p class='{'pass' if ok else 'fail'}'>"
+            f"{html.escape(verdict)}{html.escape(detail)}</p></section>"
+        )
+    if found.metrics:
+        rows = "".join(
+            f"<tr><td>{html.escape(m['model'])}</td><td>{_fmt(m['auc'])}</td>"
+            f"<td>{_fmt(m['auc_ci'][0])}-{_fmt(m['auc_ci'][1])}</td><td>{_fmt(m['brier'])}</td></tr>"
+            for m in found.metrics
+        )
+        first = found.metrics[0]
+        notes = "".join(f"<p>{html.escape(n)}</p>" for n in found.model_notes)
+        parts.append(
+            f"<section><h2>Model</h2><p>Nested cross-validation on {first['n']} cases with {first['n_events']} "
+            f"events (out-of-fold).</p><table><tr><th>model</th><th>AUC</th><th>95% CI</th><th>Brier</th></tr>"
+            f"{rows}</table>{notes}</section>"
+        )
+    return "".join(parts)
+
+
+def write_index(result: RunResult, provenance: dict[str, Any], highlights: Highlights | None = None) -> None:
+    """Write ``index.html`` (the reviewer's front door) and ``run.json`` (the same facts, machine-readable)."""
+    found = highlights or Highlights()
     rows = []
     for nb in result.notebooks:
         link = f'<a href="{html.escape(nb.html)}">{html.escape(nb.name)}</a>' if nb.html else html.escape(nb.name)
         code = f'<a href="{html.escape(nb.ipynb)}">.ipynb</a>' if nb.ipynb and nb.status != "not run" else ""
         rows.append(
             f"<tr class='{nb.status.replace(' ', '-')}'><td>{link}</td><td>{nb.status}</td>"
-            f"<td>{html.escape(nb.started)}</td><td>{html.escape(nb.ended)}</td><td>{nb.duration_s:.1f} s</td>"
+            f"<td>{html.escape(nb.started)}</td><td>{nb.duration_s:.1f} s</td>"
             f"<td>{html.escape(nb.error)}</td><td>{code}</td></tr>"
         )
     packages = "".join(
@@ -324,31 +445,46 @@ def write_index(result: RunResult, provenance: dict[str, Any]) -> None:
     )
     parameters = html.escape(json.dumps(provenance.get("parameters", {}), indent=2))
     status = "completed" if result.ok else "FAILED"
+    total = sum(nb.duration_s for nb in result.notebooks)
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>pacs-workbench run {html.escape(result.run_id)}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pacs-workbench run {html.escape(result.run_id)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }}
-td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }}
-tr.ok td:nth-child(2) {{ color: #17692e; font-weight: bold; }}
-tr.failed td:nth-child(2) {{ color: #b00020; font-weight: bold; }}
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1000px; padding: 0 1rem; color: #222; }}
+h1 {{ font-size: 1.5rem; }} h2 {{ font-size: 1.15rem; margin-top: 1.6rem; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin: .6rem 0; }}
+td, th {{ border: 1px solid #ccc; padding: .25rem .6rem; text-align: left; }}
+tr.ok td:nth-child(2), .pass {{ color: #17692e; font-weight: bold; }}
+tr.failed td:nth-child(2), .fail {{ color: #b00020; font-weight: bold; }}
 tr.not-run td {{ color: #888; }}
-pre {{ background: #f6f6f6; padding: 1rem; overflow-x: auto; }}
+img {{ max-width: 100%; height: auto; }}
+pre {{ background: #f6f6f6; padding: .8rem; overflow-x: auto; font-size: .8rem; }}
+details {{ margin: .6rem 0; }}
+@media print {{ details {{ display: block; }} details > * {{ display: block; }} a {{ color: inherit; }}
+  section, table, img {{ break-inside: avoid; }} }}
 </style></head><body>
-<h1>pacs-workbench run <code>{html.escape(result.run_id)}</code>: {status}</h1>
-<p>Started {html.escape(provenance['started'])}, ended {html.escape(provenance.get('ended', ''))}.
-Parameter file <code>{html.escape(provenance['params_file'])}</code>; workbench commit
-<code>{html.escape(provenance['git_commit'])}</code>; input data fingerprint (SHA-256)
+<h1>pacs-workbench run <code>{html.escape(result.run_id)}</code>:
+<span class="{'pass' if result.ok else 'fail'}">{status}</span></h1>
+<p>Started {html.escape(provenance['started'])}, ended {html.escape(provenance.get('ended', ''))}
+({total:.0f} s of notebook time). Parameter file <code>{html.escape(provenance['params_file'])}</code>;
+workbench commit <code>{html.escape(provenance['git_commit'])}</code>; input data fingerprint (SHA-256)
 <code>{html.escape(provenance['input_fingerprint'])}</code>.</p>
 <h2>Reports</h2>
-<table><tr><th>notebook</th><th>status</th><th>started</th><th>ended</th><th>duration</th><th>error</th><th>code</th></tr>
+<table><tr><th>notebook</th><th>status</th><th>started</th><th>duration</th><th>error</th><th>code</th></tr>
 {''.join(rows)}</table>
-<h2>Parameters</h2><pre>{parameters}</pre>
-<h2>Package versions</h2><table><tr><th>package</th><th>version</th></tr>{packages}</table>
+{_highlights_html(found)}
+<h2>Provenance</h2>
+<details><summary>Parameters</summary><pre>{parameters}</pre></details>
+<details><summary>Package versions</summary><table><tr><th>package</th><th>version</th></tr>{packages}</table></details>
 </body></html>
 """
     _write_text_atomic(result.index_html, page)
-    record = {**provenance, "status": status, "notebooks": [asdict(nb) for nb in result.notebooks]}
+    record = {
+        **provenance,
+        "status": status,
+        "notebooks": [asdict(nb) for nb in result.notebooks],
+        "highlights": asdict(found),
+    }
     _write_text_atomic(result.out_dir / "run.json", json.dumps(record, indent=2))
 
 

@@ -106,7 +106,8 @@ def test_relative_paths_resolve_against_base_then_shipped_files(tmp_path: Path) 
         },
         tmp_path,
     )
-    assert resolved["data_dir"] == str(tmp_path / "data" / "demo")
-    assert resolved["params_file"] == str(tmp_path / "mine.yaml")
-    assert resolved["radiomics_file"] == str(runner.DEFAULT_PARAMS)
+    assert resolved["data_dir"] == "data/demo"
+    assert resolved["params_file"] == "mine.yaml"
+    assert (tmp_path / resolved["radiomics_file"]).resolve() == runner.DEFAULT_PARAMS.resolve()
     assert resolved["label"] == "data/demo"
+    assert runner._resolve_paths({"out_dir": str(tmp_path / "x")}, tmp_path)["out_dir"] == "x"

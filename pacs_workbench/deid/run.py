@@ -1,0 +1,472 @@
+"""De-identify a folder: every input accounted for, nothing identifying in DST.
+
+:func:`deidentify_folder` is what ``pacs-workbench deid SRC --out DST`` runs:
+
+* every file under SRC is read once, de-identified with
+  :class:`~pacs_workbench.deid.engine.Deidentifier` and written atomically to
+  ``DST/<pseudo PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``
+  (all pseudonymous: input file names can carry PHI, so none survives);
+* a file that cannot be de-identified safely (not DICOM, truncated, unknown transfer
+  syntax, burned-in text that cannot be checked or cleaned, ...) is copied to the
+  quarantine folder as ``<source sha256>.dcm`` with ``<sha256>.reason.txt``; the
+  quarantine is outside DST (default ``<DST>.quarantine``), so DST can be handed over
+  as it is;
+* ``DST/deid_log.parquet`` has one row per input file (source sha256, outcome, output
+  path relative to DST, reason, action counts, blanked pixel boxes) and
+  ``DST/deid_actions.parquet`` the count of each action per attribute (tags and
+  keywords only); neither holds a PHI value or an input path;
+* ``--mapping FILE`` writes the escrow table (original -> pseudonym for patient IDs,
+  accession numbers and UIDs), mode 0600, and never inside DST.
+
+The same key, input and options give byte-identical output, so a run that was killed
+is finished by running it again (outputs are written to a temporary file and renamed,
+so none is ever half-written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from pacs_workbench.deid.engine import COUNT_FIELDS, Deidentifier, DeidError
+from pacs_workbench.deid.profile import TABLE_EDITION, format_options, parse_options
+from pacs_workbench.deid.pseudonym import load_key
+from pacs_workbench.executor import map_items
+
+LOG_NAME = "deid_log.parquet"
+ACTIONS_NAME = "deid_actions.parquet"
+RUN_NAME = "deid_run.json"
+QUARANTINE_SUFFIX = ".quarantine"
+TMP_MARK = ".deid-tmp"
+BATCH_FILES = 16
+LOG_COLUMNS = (
+    "source_sha256",
+    "outcome",
+    "output",
+    "reason",
+    *COUNT_FIELDS,
+    "pixel_check",
+    "pixel_boxes",
+)
+
+
+class DeidRunError(ValueError):
+    """Arguments that would put identifying data where it must not go."""
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One input file for a worker (paths as strings so the task pickles anywhere)."""
+
+    path: str
+    key_file: str
+    options: str
+    dst: str
+    quarantine: str
+    escrow: bool = False
+
+
+# --- per-process caches ------------------------------------------------------------------------
+
+_DEIDENTIFIERS: dict[tuple[str, str], Deidentifier] = {}
+
+
+def _deidentifier(key_file: str, options: str) -> Deidentifier:
+    # The key is read from the key file inside each worker, so it never travels in a task.
+    cached = _DEIDENTIFIERS.get((key_file, options))
+    if cached is None:
+        cached = Deidentifier(load_key(key_file), parse_options(options))
+        _DEIDENTIFIERS[(key_file, options)] = cached
+    return cached
+
+
+# --- file io -----------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A file that already holds exactly ``data`` is left alone, so a rerun after an
+    interruption only writes what is missing.
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        size = -1
+    if size == len(data) and path.read_bytes() == data:
+        if mode is not None:
+            os.chmod(path, mode)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_MARK}")
+    if size < 0 and not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    if mode is not None:
+        os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def normalize_input(data: bytes) -> bytes:
+    """Part 10 bytes for the engine; raises :class:`DeidError` for what is not DICOM.
+
+    A Part 10 file (``DICM`` at byte 128) is used as it is. A bare data set without
+    preamble and file meta is accepted only when pydicom reads it completely into a data
+    set with a SOP Class and SOP Instance UID; it is then re-encoded as Part 10.
+    """
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return data
+    import pydicom
+
+    from pacs_workbench.deid.engine import dataset_bytes
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+                raise DeidError("not DICOM (no DICM prefix and no SOP identification)")
+            size = len(data)
+            for tag in list(ds.keys()):
+                raw = ds.get_item(tag)
+                tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+                if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size:
+                    raise DeidError("truncated file (a data element runs past the end of the file)")
+            return dataset_bytes(ds)
+        except DeidError:
+            raise
+        except Exception as exc:  # any parse failure means "not DICOM"
+            raise DeidError(f"not DICOM ({type(exc).__name__})") from exc
+
+
+def _quarantine(task: FileTask, data: bytes | None, sha: str, reason: str) -> dict[str, Any]:
+    if data is not None and sha:
+        qdir = Path(task.quarantine)
+        write_atomic(qdir / f"{sha}.dcm", data)
+        write_atomic(qdir / f"{sha}.reason.txt", (reason + "\n").encode())
+    record: dict[str, Any] = {
+        "source_sha256": sha,
+        "outcome": "quarantined",
+        "output": None,
+        "reason": reason,
+        "pixel_check": None,
+        "pixel_boxes": None,
+    }
+    record.update({name: 0 for name in COUNT_FIELDS})
+    record["actions"] = Counter()
+    record["mapping"] = []
+    record["source_path"] = task.path
+    return record
+
+
+def deidentify_file(task: FileTask) -> dict[str, Any]:
+    """De-identify one file; never raises for a bad input (returns a quarantine record).
+
+    Returns
+    -------
+    dict
+        The log row (``source_sha256``, ``outcome``, ``output``, ``reason``, counts,
+        ``pixel_check``, ``pixel_boxes``) plus, for the parent process only, ``actions``,
+        ``mapping`` and ``source_path`` (never written to the log).
+    """
+    try:
+        data = Path(task.path).read_bytes()
+    except OSError as exc:
+        return _quarantine(task, None, "", f"file could not be read ({type(exc).__name__})")
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = _deidentifier(task.key_file, task.options).deidentify_bytes(normalize_input(data))
+        payload = result.data
+    except DeidError as exc:
+        return _quarantine(task, data, sha, exc.reason)
+    except Exception as exc:  # a corrupt element anywhere: refuse the file, keep going
+        return _quarantine(task, data, sha, f"could not be de-identified ({type(exc).__name__})")
+    write_atomic(Path(task.dst) / result.relpath, payload)
+    record: dict[str, Any] = {
+        "source_sha256": sha,
+        "outcome": "written",
+        "output": result.relpath,
+        "reason": None,
+        "pixel_check": "; ".join(result.pixels.reasons) if result.pixels else None,
+        "pixel_boxes": json.dumps([list(b) for b in result.pixels.boxes]) if result.pixels else None,
+    }
+    record.update(result.counts)
+    record["actions"] = result.actions
+    record["mapping"] = sorted(result.mapping) if task.escrow else []
+    record["output_sha256"] = hashlib.sha256(payload).hexdigest()
+    record["source_path"] = task.path
+    return record
+
+
+def deidentify_files(batch: tuple[FileTask, ...]) -> list[dict[str, Any]]:
+    """:func:`deidentify_file` for each task of a batch (one worker round trip)."""
+    return [deidentify_file(task) for task in batch]
+
+
+# --- folder ------------------------------------------------------------------------------------
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def iter_input_files(src: Path) -> Iterator[Path]:
+    """Every regular file under ``src`` (or ``src`` itself), in a stable order."""
+    if src.is_file():
+        yield src
+        return
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(root) / name
+
+
+def _cleanup_temporaries(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for path in folder.rglob(f"*{TMP_MARK}"):
+        path.unlink(missing_ok=True)
+
+
+def _import_table_writers() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    pa.table({"warm": pa.array([], pa.string())})
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]], columns: list[str], types: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(c, types[c]) for c in columns])
+    table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=schema)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    write_atomic(path, buffer.getvalue().to_pybytes())
+
+
+def _log_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    types: dict[str, Any] = {c: pa.string() for c in LOG_COLUMNS}
+    types.update({c: pa.int64() for c in COUNT_FIELDS})
+    return types
+
+
+def _write_mapping(path: Path, mapping: set[tuple[str, str, str]]) -> None:
+    import csv
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["kind", "original", "pseudonym"])
+    for row in sorted(mapping):
+        writer.writerow(row)
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = sorted(mapping)
+        table = pa.table(
+            {"kind": [r[0] for r in rows], "original": [r[1] for r in rows], "pseudonym": [r[2] for r in rows]}
+        )
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer)
+        write_atomic(path, buffer.getvalue().to_pybytes(), mode=0o600)
+    else:
+        write_atomic(path, text.getvalue().encode("utf-8"), mode=0o600)
+
+
+def _previous_outputs(dst: Path) -> set[str]:
+    log = dst / LOG_NAME
+    if not log.is_file():
+        return set()
+    try:
+        import pyarrow.parquet as pq
+
+        column = pq.read_table(log, columns=["output"]).column("output").to_pylist()
+    except Exception:  # an unreadable old log just means nothing to tidy
+        return set()
+    return {str(v) for v in column if v}
+
+
+def deidentify_folder(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    key_file: str | os.PathLike[str] | None = None,
+    options: str | None = None,
+    quarantine: str | os.PathLike[str] | None = None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    mapping: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """De-identify every file under ``src`` into ``dst``.
+
+    Parameters
+    ----------
+    src
+        Folder (or single file) of identified DICOM.
+    dst
+        Output folder; must not be inside ``src``. It holds the de-identified copy of
+        ``src``: outputs of an earlier run (listed in its log) that this run does not
+        produce, e.g. after a change of key or options, are removed.
+    key_file
+        Project key file (default: ``PACS_WORKBENCH_KEY_FILE``).
+    options
+        ``--options`` list (:func:`~pacs_workbench.deid.profile.parse_options`); ``None``
+        or ``""`` is the research default.
+    quarantine
+        Folder for refused files (default ``<dst>.quarantine``); never inside ``dst``.
+    workers, scheduler
+        Local processes, or a Dask scheduler address (:func:`~pacs_workbench.executor.map_items`);
+        Dask workers must see ``src``, ``dst``, the quarantine and the key file at the same
+        paths (each worker reads the key itself, so the key never travels in a task).
+    mapping
+        Escrow table (``.csv`` or ``.parquet``) original -> pseudonym; never inside ``dst``.
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    dict
+        Counts only: files, written, quarantined, quarantine reasons, options, paths.
+    """
+    src_path, dst_path = Path(src), Path(dst)
+    if not src_path.exists():
+        raise DeidRunError(f"source not found: {src_path}")
+    if _inside(dst_path, src_path) and src_path.is_dir():
+        raise DeidRunError("the output folder must not be inside the source folder")
+    q_path = Path(quarantine) if quarantine else dst_path.with_name(dst_path.name + QUARANTINE_SUFFIX)
+    if _inside(q_path, dst_path):
+        raise DeidRunError("the quarantine folder must not be inside the output folder")
+    if mapping is not None and _inside(Path(mapping), dst_path):
+        raise DeidRunError("the mapping (escrow) file must not be inside the output folder")
+    chosen = parse_options(options or None)
+    option_text = format_options(chosen)
+    key_path = Path(key_file) if key_file else None
+    key = load_key(key_path)  # fail early on a missing or unsafe key file
+    del key
+    if key_path is None:
+        key_path = Path(os.environ["PACS_WORKBENCH_KEY_FILE"])
+    dst_path.mkdir(parents=True, exist_ok=True)
+    _cleanup_temporaries(dst_path)
+    previous = _previous_outputs(dst_path)
+
+    files = list(iter_input_files(src_path))
+    tasks = [
+        FileTask(
+            str(p),
+            str(key_path.resolve()),
+            option_text,
+            str(dst_path.resolve()),
+            str(q_path.resolve()),
+            mapping is not None,
+        )
+        for p in files
+    ]
+    # The log writer needs pyarrow and pandas; import them while the workers run.
+    warm = threading.Thread(target=_import_table_writers, daemon=True)
+    warm.start()
+    records: list[dict[str, Any]] = []
+    # Files go to the workers in small batches: one round trip per file would cost more
+    # than de-identifying a CT slice.
+    batches = [tuple(tasks[i : i + BATCH_FILES]) for i in range(0, len(tasks), BATCH_FILES)]
+    with tqdm(total=len(tasks), desc="deid files", unit="files", disable=not progress) as bar:
+        for batch_records in map_items(
+            deidentify_files, batches, workers=workers, scheduler=scheduler, total=len(batches), progress=False
+        ):
+            records.extend(batch_records)
+            bar.update(len(batch_records))
+    _resolve_collisions(records, tasks)
+
+    actions: Counter[tuple[str, str, str]] = Counter()
+    escrow: set[tuple[str, str, str]] = set()
+    for r in records:
+        actions.update(r.pop("actions"))
+        escrow.update(tuple(m) for m in r.pop("mapping"))  # type: ignore[misc]
+        r.pop("source_path", None)
+        r.pop("output_sha256", None)
+    records.sort(key=lambda r: (r["source_sha256"], r["output"] or "", r["reason"] or ""))
+
+    warm.join()
+    _write_table(dst_path / LOG_NAME, records, list(LOG_COLUMNS), _log_types())
+    import pyarrow as pa
+
+    action_rows = [{"tag": t, "keyword": k, "action": a, "count": n} for (t, k, a), n in sorted(actions.items())]
+    _write_table(
+        dst_path / ACTIONS_NAME,
+        action_rows,
+        ["tag", "keyword", "action", "count"],
+        {"tag": pa.string(), "keyword": pa.string(), "action": pa.string(), "count": pa.int64()},
+    )
+    written = {r["output"] for r in records if r["outcome"] == "written"}
+    for stale in sorted(previous - written):
+        (dst_path / stale).unlink(missing_ok=True)
+    if mapping is not None:
+        _write_mapping(Path(mapping), escrow)
+
+    reasons = Counter(r["reason"] for r in records if r["outcome"] == "quarantined")
+    summary: dict[str, Any] = {
+        "files": len(records),
+        "written": sum(1 for r in records if r["outcome"] == "written"),
+        "quarantined": sum(1 for r in records if r["outcome"] == "quarantined"),
+        "quarantine_reasons": dict(sorted(reasons.items())),
+        "options": option_text,
+        "profile": f"PS3.15 Table E.1-1 {TABLE_EDITION}",
+        "totals": {c: int(sum(int(r[c]) for r in records)) for c in COUNT_FIELDS},
+    }
+    write_atomic(dst_path / RUN_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    summary["out"] = str(dst_path)
+    summary["quarantine"] = str(q_path)
+    summary["log"] = str(dst_path / LOG_NAME)
+    return summary
+
+
+def _resolve_collisions(records: list[dict[str, Any]], tasks: list[FileTask]) -> None:
+    """Two different inputs with the same SOP Instance UID: keep one, quarantine the rest.
+
+    Identical copies of a file are harmless (they write the same bytes). For different
+    content the input with the smallest sha256 wins, its output is rewritten (another
+    worker may have written last), and the others are quarantined.
+    """
+    by_output: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r["outcome"] == "written":
+            by_output.setdefault(r["output"], []).append(r)
+    task_by_path = {t.path: t for t in tasks}
+    for output, group in by_output.items():
+        shas = sorted({r["source_sha256"] for r in group})
+        if len(shas) < 2:
+            continue
+        winner = shas[0]
+        rewritten = False
+        for r in group:
+            if r["source_sha256"] == winner:
+                if not rewritten:
+                    fresh = deidentify_file(task_by_path[r["source_path"]])
+                    rewritten = fresh.get("output") == output
+                continue
+            task = task_by_path[r["source_path"]]
+            data = Path(task.path).read_bytes()
+            q = _quarantine(task, data, r["source_sha256"], "duplicate SOP Instance UID with different content")
+            r.clear()
+            r.update(q)
