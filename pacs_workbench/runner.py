@@ -268,6 +268,7 @@ def run_notebooks(
     }
     result = RunResult(run_id=run_id, out_dir=out, index_html=out / "index.html")
     with _run_lock(out):
+        _clear_previous_run(out)
         used_params: dict[str, dict[str, Any]] = {}
         failed = False
         for path in chosen:
@@ -309,6 +310,13 @@ def run_notebooks(
         highlights = collect_highlights(used_params, base, out)
         write_index(result, provenance, highlights)
     return result
+
+
+def _clear_previous_run(out: Path) -> None:
+    """Remove the reports of an earlier run into the same folder, so none is mistaken for this run's."""
+    for pattern in ("[0-9][0-9]_*.html", "[0-9][0-9]_*.ipynb", "index.html", "run.json", "attrition.png"):
+        for stale in out.glob(pattern):
+            stale.unlink()
 
 
 def _now() -> str:

@@ -111,3 +111,15 @@ def test_relative_paths_resolve_against_base_then_shipped_files(tmp_path: Path) 
     assert (tmp_path / resolved["radiomics_file"]).resolve() == runner.DEFAULT_PARAMS.resolve()
     assert resolved["label"] == "data/demo"
     assert runner._resolve_paths({"out_dir": str(tmp_path / "x")}, tmp_path)["out_dir"] == "x"
+
+
+@pytest.mark.slow
+def test_rerun_into_a_folder_leaves_no_stale_reports(tmp_path: Path, params_file: Path) -> None:
+    first = _notebook(tmp_path / "01_first.ipynb", "print('one')")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "07_old.html").write_text("an older run's report")
+    result = runner.run_notebooks(params_file, out, notebooks=[first], base_dir=tmp_path)
+    assert result.ok
+    assert not (out / "07_old.html").exists()
+    assert (out / "01_first.html").is_file()
