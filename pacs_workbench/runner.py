@@ -379,16 +379,20 @@ def _plot_attrition(attrition: Any, target: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    labels = [f"{int(r.step)}. {str(r.criterion)[:60]}" for r in attrition.itertuples()]
+    labels = [
+        textwrap.shorten(f"{int(r.step)}. {r.criterion}", width=48, placeholder="...") for r in attrition.itertuples()
+    ]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.2))
     ax.barh(labels, attrition["series"], color="#9fb7d9", label="series")
     ax.barh(labels, attrition["patients"], color="#4c72b0", label="patients")
     for y, (series, patients) in enumerate(zip(attrition["series"], attrition["patients"], strict=True)):
         ax.text(series, y, f" {series} series / {patients} patients", va="center", fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, attrition["series"].max() * 1.45)
+    ax.set_xlim(0, attrition["series"].max() * 1.8)
     ax.set_xlabel("remaining after each criterion")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
