@@ -24,12 +24,14 @@ the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -496,7 +498,9 @@ def _compute_case(task: dict[str, Any]) -> dict[str, Any]:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(task["itk_threads"]))
         values = _run_pyradiomics(task["image"], task["mask"], task["params"], task["params_sha256"])
         if task.get("cache_file"):
-            _write_json_atomic(Path(task["cache_file"]), {"key": task["key"], "values": values})
+            # A cache that cannot be written (e.g. a full disk) costs a recomputation later, not the case.
+            with contextlib.suppress(OSError):
+                _write_json_atomic(Path(task["cache_file"]), {"key": task["key"], "values": values})
         return {"index": task["index"], "values": values, "error": None, "seconds": time.perf_counter() - start}
     except Exception as exc:
         message = _redact(f"{type(exc).__name__}: {exc}", (task.get("image"), task.get("mask")))
@@ -623,9 +627,40 @@ def _read_cache(path: Path, key: str) -> dict[str, Any] | None:
     return entry["values"]
 
 
+class OutputWriteError(RuntimeError):
+    """The feature tables could not be written (e.g. a full disk); none of them was replaced."""
+
+
+# Temporary files are named ``.<target>.<pid>-<random>.tmp``: the pid tells a killed run's leftovers
+# from the files of a run still writing.
+_TEMP_PID = re.compile(r"\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temp_files(folder: Path, pattern: str) -> None:
+    """Delete the temporary files that a killed run left in ``folder`` (those of live processes stay)."""
+    for path in folder.glob(pattern):
+        match = _TEMP_PID.search(path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+
+
 def _write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(payload, handle)
@@ -703,6 +738,10 @@ def extract_features(
     folder: Path | None = None
     if cache != "off":
         folder = Path(cache_dir) if cache_dir is not None else (default_cache_dir(out) if out else None)
+    if out is not None and Path(out).parent.is_dir():
+        _remove_stale_temp_files(Path(out).parent, ".*.tmp")
+    if folder is not None and folder.is_dir():
+        _remove_stale_temp_files(folder, "*/.*.tmp")
 
     images = [_resolve(v, base) for v in table["image"]]
     masks = [_resolve(v, base) for v in table["mask"]]
@@ -800,10 +839,14 @@ def extract_features(
         }
         extra = {METADATA_KEY: json.dumps(metadata, default=str), CORRECTIONS_KEY: json.dumps(corrections)}
         sidecars = sidecar_paths(out)
-        _write_parquet_atomic(frame, Path(out), extra)
         small = {METADATA_KEY: json.dumps({"params_sha256": digest, "pyradiomics_version": version})}
-        _write_parquet_atomic(diagnostics, sidecars["diagnostics"], small)
-        _write_parquet_atomic(error_table, sidecars["errors"], small)
+        _write_parquet_set(
+            [
+                (frame, Path(out), extra),
+                (diagnostics, sidecars["diagnostics"], small),
+                (error_table, sidecars["errors"], small),
+            ]
+        )
     summary["seconds"] = round(time.perf_counter() - start, 3)
     frame.attrs["summary"] = summary
     frame.attrs["ibsi_corrections"] = corrections
@@ -876,20 +919,35 @@ def _assemble(
     return frame, diagnostics, error_table, len(feature_names)
 
 
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path, metadata: Mapping[bytes, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    merged = dict(table.schema.metadata or {})
-    merged.update({k: v.encode("utf-8") for k, v in metadata.items()})
-    table = table.replace_schema_metadata(merged)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def _write_parquet_set(parts: Sequence[tuple[pd.DataFrame, Path, Mapping[bytes, str]]]) -> None:
+    """Write several Parquet files so that either all are replaced or none is.
+
+    Each goes to a temporary file next to its target first; only when every one is complete
+    are they renamed into place, so a failure (a full disk) never pairs a new table with old
+    sidecars. Raises :class:`OutputWriteError` (temporary files removed) when writing fails.
+    """
+    written: list[tuple[Path, Path]] = []
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for frame, path, metadata in parts:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            merged = dict(table.schema.metadata or {})
+            merged.update({k: v.encode("utf-8") for k, v in metadata.items()})
+            table = table.replace_schema_metadata(merged)
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+            os.close(fd)
+            written.append((Path(name), path))
+            pq.write_table(table, name)
+    except BaseException as exc:
+        for temp, _ in written:
+            temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            names = ", ".join(path.name for _, path, _ in parts)
+            raise OutputWriteError(f"could not write {names} ({reason}); no output was replaced") from None
         raise
+    for temp, target in written:
+        os.replace(temp, target)
 
 
 def read_features_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

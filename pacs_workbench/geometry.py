@@ -301,9 +301,15 @@ def collect_headers(
     for path in paths:
         try:
             record = read_header(path)
-        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except OSError as exc:  # a DicomReadError's message: never a path or a value
             if skipped is not None:
                 skipped.append(scrub_paths(str(exc)))
+            continue
+        except Exception as exc:
+            # A malformed element (unknown VR, odd length, ...) raises whatever pydicom raises when
+            # the value is converted; the message may quote the value, so only the type is kept.
+            if skipped is not None:
+                skipped.append(f"malformed header ({type(exc).__name__})")
             continue
         if record is None or not record.is_image:
             continue
@@ -443,7 +449,8 @@ def inspect_headers(
     tilt_tolerance_deg
         Angle between the stacking direction and the slice normal above which the stack counts as tilted.
     min_slices
-        Fewer slices than this cannot make a 3D volume.
+        Fewer slices than this cannot make a 3D volume (never fewer than 2: one position gives no
+        slice spacing).
 
     Returns
     -------
@@ -582,8 +589,9 @@ def inspect_headers(
     used = [group[0] for group in positions]
     d = np.asarray(position_d)
     report.n_slices = len(used)
-    if len(used) < min_slices:
-        report.errors.append(f"{len(used)} slice(s); at least {min_slices} needed for a volume")
+    needed = max(2, min_slices)  # the slice spacing of a volume needs two positions
+    if len(used) < needed:
+        report.errors.append(f"{len(used)} slice(s); at least {needed} needed for a volume")
         report.flag("too_few_slices")
         return report, None
 
@@ -684,17 +692,27 @@ def inspect_series(
     correct_tilt, spacing_tolerance, min_slices
         See :func:`inspect_headers`.
     """
-    records = collect_headers(folder, series_uid)
+    skipped: list[str] = []
+    records = collect_headers(folder, series_uid, skipped=skipped)
     if series_uid is None:
         counts = Counter(r.SeriesInstanceUID for r in records)
         if len(counts) > 1:
             report = SeriesReport(n_files=len(records))
             report.errors.append(f"the folder holds {len(counts)} image series; say which one")
             report.flag("mixed_series")
-            return report
+            return _note_skipped(report, skipped)
     report, _ = inspect_headers(
         records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices
     )
+    return _note_skipped(report, skipped)
+
+
+def _note_skipped(report: SeriesReport, skipped: Sequence[str]) -> SeriesReport:
+    """Say in the report that DICOM files of the folder could not be read (they are not in the volume)."""
+    if skipped:
+        reasons = "; ".join(sorted(set(skipped))[:3])
+        report.warnings.append(f"{len(skipped)} unreadable DICOM file(s) in the folder left out ({reasons})")
+        report.flag("unreadable_files")
     return report
 
 
@@ -725,15 +743,22 @@ def read_series(
     SeriesError
         When the checks exclude the series or its pixels cannot be decoded.
     """
-    records = collect_headers(folder, series_uid)
+    skipped: list[str] = []
+    records = collect_headers(folder, series_uid, skipped=skipped)
     if series_uid is None and len({r.SeriesInstanceUID for r in records}) > 1:
-        report = SeriesReport(n_files=len(records))
+        report = _note_skipped(SeriesReport(n_files=len(records)), skipped)
         report.errors.append("the folder holds more than one image series; say which one")
         report.flag("mixed_series")
         raise SeriesError(report.reason, report)
-    return volume_from_headers(
-        records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices
-    )
+    try:
+        image, report = volume_from_headers(
+            records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices
+        )
+    except SeriesError as exc:
+        if exc.report is not None:
+            _note_skipped(exc.report, skipped)
+        raise
+    return image, _note_skipped(report, skipped)
 
 
 def volume_from_headers(

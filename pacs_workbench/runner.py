@@ -17,9 +17,12 @@ import html
 import importlib.metadata
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +40,8 @@ from pacs_workbench.config import DEFAULT_PARAMS, NOTEBOOK_DIR, REPO_ROOT, load_
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 SHOW_CODE_TAG = "show-code"
 CELL_TIMEOUT_S = 1800
+#: Parameters named like this hold paths: the runner expresses them relative to the run's base folder.
+PATH_SUFFIXES = ("_dir", "_file", "_path", "_list")
 #: Written by ``02_deid_audit`` into the de-identified folder: the audit's JSON summary (counts only).
 AUDIT_SUMMARY = "audit_summary.json"
 HIDE_INPUT_TAG = "hide-input"
@@ -159,6 +164,53 @@ def git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
+def _path_replacements(base: Path, out_dir: Path) -> list[tuple[re.Pattern[str], str]]:
+    """Absolute locations that may appear in outputs (warnings, tracebacks) and what replaces them."""
+    rules = [
+        (sys.prefix, "<python>"),
+        (str(REPO_ROOT), "<workbench>"),
+        (str(out_dir.resolve()), "."),
+        (str(base.resolve()), "<run-base>"),
+        (tempfile.gettempdir(), "<tmp>"),
+        (str(Path.home()), "~"),
+    ]
+    # Longest first, so a folder inside another is replaced by its own, more specific name.
+    ordered = sorted({(p, r) for p, r in rules if len(p) > 1}, key=lambda pr: -len(pr[0]))
+    return [(re.compile(re.escape(p) + r"(?=/|\b|$)"), r) for p, r in ordered]
+
+
+def scrub_paths(ipynb: Path, base: Path, out_dir: Path) -> None:
+    """Rewrite absolute paths in an executed notebook (outputs and papermill metadata).
+
+    Reports must name no home folder or user name; paths become relative to the run folder or
+    a named root (``<workbench>``, ``<python>``, ``<tmp>``).
+    """
+    notebook = nbformat.read(ipynb, as_version=4)
+    rules = _path_replacements(base, out_dir)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for pattern, replacement in rules:
+                value = pattern.sub(replacement, value)
+            return value
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    papermill = notebook.metadata.get("papermill", {})
+    for name in ("input_path", "output_path"):
+        if papermill.get(name):
+            papermill[name] = os.path.relpath(papermill[name], out_dir)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.from_dict(clean(dict(o))) for o in cell.get("outputs", [])]
+    temp = ipynb.with_name(f".{ipynb.name}.{os.getpid()}.tmp")
+    nbformat.write(notebook, temp)
+    os.replace(temp, ipynb)
+
+
 def render_html(ipynb: Path, target: Path) -> None:
     """Render an executed notebook for reviewers: code hidden unless tagged ``show-code``."""
     notebook = nbformat.read(ipynb, as_version=4)
@@ -203,7 +255,7 @@ def _write_text_atomic(target: Path, text: str) -> None:
 
 
 def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """Express ``*_dir``/``*_file`` parameters relative to ``base_dir`` (the notebooks' working folder).
+    """Express path parameters (:data:`PATH_SUFFIXES`) relative to ``base_dir`` (the notebooks' working folder).
 
     Relative paths keep home folders and user names out of the executed notebooks and reports
     (papermill stores parameters in its outputs). A relative path that names a file shipped with
@@ -212,7 +264,7 @@ def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """
     resolved = {}
     for name, value in values.items():
-        if isinstance(value, str) and value and (name.endswith("_dir") or name.endswith("_file")):
+        if isinstance(value, str) and value and name.endswith(PATH_SUFFIXES):
             path = Path(value)
             if not path.is_absolute():
                 shipped = REPO_ROOT / path
@@ -302,6 +354,7 @@ def run_notebooks(
             record.duration_s = round(time.monotonic() - start, 1)
             record.ended = _now()
             if executed.exists():
+                scrub_paths(executed, base, out)
                 render_html(executed, out / record.html)
             else:
                 record.html = ""

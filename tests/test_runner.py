@@ -123,3 +123,17 @@ def test_rerun_into_a_folder_leaves_no_stale_reports(tmp_path: Path, params_file
     assert result.ok
     assert not (out / "07_old.html").exists()
     assert (out / "01_first.html").is_file()
+
+
+@pytest.mark.slow
+def test_reports_carry_no_absolute_paths(tmp_path: Path, params_file: Path) -> None:
+    body = "import warnings, os\nwarnings.warn('checked ' + os.getcwd())\nprint(os.path.abspath('inputs'))"
+    first = _notebook(tmp_path / "01_first.ipynb", body)
+    result = runner.run_notebooks(params_file, tmp_path / "out", notebooks=[first], base_dir=tmp_path)
+    assert result.ok
+    for name in ("01_first.ipynb", "01_first.html", "run.json", "index.html"):
+        text = (tmp_path / "out" / name).read_text()
+        assert str(tmp_path) not in text, name
+    executed = nbformat.read(tmp_path / "out" / "01_first.ipynb", as_version=4)
+    assert not Path(executed.metadata["papermill"]["output_path"]).is_absolute()
+    assert "&lt;run-base&gt;/inputs" in (tmp_path / "out" / "01_first.html").read_text()
