@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pacs_workbench import vocab
+from pacs_workbench.atomic import write_atomic as _write_atomic
 from pacs_workbench.deid.pseudonym import pseudonymize
 from pacs_workbench.ehr import EhrLinkage, IdentifierLeakError, cohort_columns
 
@@ -629,13 +630,6 @@ def write_cohort(cohort: Cohort, out_dir: str | os.PathLike[str]) -> dict[str, P
     return written
 
 
-def _write_atomic(target: Path, write: Callable[[Path], Any]) -> None:
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(temp)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 # --- parameter file ----------------------------------------------------------------------------

@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pacs_workbench import __version__
+from pacs_workbench.atomic import pid_alive as _pid_alive
 from pacs_workbench.config import NOTEBOOK_DIR, ParameterError, reference_dir
 from pacs_workbench.executor import map_items
 
@@ -640,14 +641,6 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale_temp_files(folder: Path, pattern: str) -> None:

@@ -51,6 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydicom.dataset import Dataset
 
+from pacs_workbench.atomic import pid_alive as _pid_alive
 from pacs_workbench.dicomio import (
     DicomReadError,
     UnidentifiedDicomError,
@@ -841,14 +842,6 @@ def _remove_stale_temp_files(out_dir: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _count_kinds(errors_path: Path) -> dict[str, int]:

@@ -35,6 +35,7 @@ import papermill as pm
 from nbconvert import HTMLExporter
 from traitlets.config import Config
 
+from pacs_workbench.atomic import write_text_atomic as _write_text_atomic
 from pacs_workbench.config import DEFAULT_PARAMS, NOTEBOOK_DIR, REPO_ROOT, load_params, notebook_params
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -248,10 +249,6 @@ def _title(notebook: Any, path: Path) -> str:
     return path.stem
 
 
-def _write_text_atomic(target: Path, text: str) -> None:
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, target)
 
 
 def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -50,7 +50,13 @@ def test_notebooks_pass_nbval(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     prepared = []
     for path in runner.discover_notebooks():
         declared = pm.inspect_notebook(str(path))
-        values = {k: v for k, v in notebook_params(params, path.stem).items() if k in declared}
+        given = {k: v for k, v in notebook_params(params, path.stem).items() if k in declared}
+        # As the runner resolves them, then absolute: nbval's kernel starts in the notebook's folder.
+        resolved = runner._resolve_paths(given, tiny_run["root"])
+        values = {
+            k: str((tiny_run["root"] / v).resolve()) if k.endswith(runner.PATH_SUFFIXES) and v else v
+            for k, v in resolved.items()
+        }
         target = tmp_path / path.name
         pm.execute_notebook(str(path), str(target), parameters=values, prepare_only=True, progress_bar=False)
         prepared.append(str(target))
