@@ -35,7 +35,7 @@ from pacs_workbench.deid.profile import (
     row_for_tag,
 )
 from pacs_workbench.deid.pseudonym import pseudonymize
-from pacs_workbench.deid.rawdicom import encode_element, pad, read_file
+from pacs_workbench.deid.rawdicom import MAX_SEQUENCE_DEPTH, encode_element, pad, read_file
 from pacs_workbench.deid.text import collect_known_phi
 from tests.deid_fixtures import (
     ALICE,
@@ -374,3 +374,52 @@ def test_refuses_what_it_cannot_handle() -> None:
     short.PixelData = short.PixelData[:100]
     with pytest.raises(DeidError, match="pixel data shorter"):
         deid.deidentify_bytes(dataset_bytes(short))
+
+
+@pytest.mark.parametrize(
+    ("tag", "vr", "reason"),
+    [
+        (b"\x08\x00\x20\x00", b"UL", r"\(0008,0020\) Study Date has VR UL, expected DA"),
+        (b"\x08\x00\x20\x00", b"XX", r"\(0008,0020\) Study Date has unknown VR XX"),
+        (b"\x28\x00\x04\x00", b"SH", r"\(0028,0004\) Photometric Interpretation has VR SH, expected CS"),
+    ],
+)
+def test_refuses_an_element_whose_vr_disagrees_with_the_dictionary(tag: bytes, vr: bytes, reason: str) -> None:
+    data = dataset_bytes(make_ct_series(StudySpec(ALICE, "20200115", "ACC7781203"), 1)[0])
+    at = data.index(tag, 132)
+    with pytest.raises(DeidError, match=reason):
+        Deidentifier(KEY).deidentify_bytes(data[: at + 4] + vr + data[at + 6 :])
+
+
+def test_multi_vr_attributes_accept_each_of_their_vrs() -> None:
+    ds = make_ct_series(StudySpec(ALICE, "20200115", "ACC7781203"), 1)[0]
+    ds.PixelRepresentation = 1
+    ds.add_new(0x00280106, "SS", -5)  # Smallest Image Pixel Value: "US or SS"
+    out = Deidentifier(KEY).deidentify_bytes(dataset_bytes(ds))
+    assert _load(out.data).SmallestImagePixelValue == -5
+
+
+def _nested(depth: int) -> bytes:
+    ds = make_ct_series(StudySpec(ALICE, "20200115", "ACC7781203"), 1)[0]
+    inner = Dataset()
+    inner.ReferencedSOPInstanceUID = "1.2.3.4"
+    for _ in range(depth - 1):
+        outer = Dataset()
+        outer.ReferencedSeriesSequence = [inner]
+        inner = outer
+    ds.ReferencedSeriesSequence = [inner]
+    return dataset_bytes(ds)
+
+
+def test_refuses_sequences_nested_deeper_than_the_audit_can_check() -> None:
+    deid = Deidentifier(KEY)
+    assert deid.deidentify_bytes(_nested(MAX_SEQUENCE_DEPTH)).data
+    with pytest.raises(DeidError, match=f"sequence nesting deeper than {MAX_SEQUENCE_DEPTH} levels"):
+        deid.deidentify_bytes(_nested(MAX_SEQUENCE_DEPTH + 1))
+
+
+def test_refuses_an_image_whose_pixel_attributes_a_reader_needs_are_missing() -> None:
+    ds = make_ct_series(StudySpec(ALICE, "20200115", "ACC7781203"), 1)[0]
+    del ds.BitsStored
+    with pytest.raises(DeidError, match=r"\(0028,0101\) Bits Stored"):
+        Deidentifier(KEY).deidentify_bytes(dataset_bytes(ds))

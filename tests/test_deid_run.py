@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -236,3 +238,28 @@ def test_short_digit_fragments_are_not_searched_as_phi() -> None:
     matcher = build_matcher({t: "id" for t in ["4374", "H1234567"] if usable_term(t)})
     assert matcher.find(b"-43.9043\\-139.4374") == []
     assert matcher.find(b"MRN H1234567 ") != []
+
+
+def test_audit_flags_an_element_whose_vr_disagrees_with_the_dictionary(extract: dict, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    shutil.copytree(extract["dst"], wrong)
+    target = next(p for p in wrong.rglob("*.dcm") if b"\x08\x00\x20\x00DA" in p.read_bytes())
+    target.write_bytes(target.read_bytes().replace(b"\x08\x00\x20\x00DA", b"\x08\x00\x20\x00UL", 1))
+    found = audit_folder(wrong, ocr=False, progress=False)
+    assert not found["ok"]
+    assert found["findings_by_category"].get("vr_mismatch") == 1
+    assert next(f["tag"] for f in found["findings"] if f["category"] == "vr_mismatch").startswith("(0008,0020)")
+
+
+def test_rerun_removes_only_temporaries_of_processes_that_are_gone(extract: dict, tmp_path: Path) -> None:
+    dst, quarantine = tmp_path / "dst", tmp_path / "q"
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    dead = [folder / "x" / f".a.dcm.{finished.pid}.deid-tmp" for folder in (dst, quarantine)]
+    live = dst / "y" / f".b.dcm.{os.getpid()}.deid-tmp"  # a concurrent run still writing
+    for path in [*dead, live]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    deidentify_folder(extract["src"], dst, key_file=extract["key"], quarantine=quarantine, progress=False)
+    assert not any(p.exists() for p in dead)
+    assert live.exists()

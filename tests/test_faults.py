@@ -189,11 +189,6 @@ def test_deid_rerun_removes_half_written_outputs_of_a_killed_run(extract: Path, 
     assert not fh.temp_leftovers(dst)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deid bug: temporaries a killed run left in the quarantine folder are never removed "
-    "(deid.run._cleanup_temporaries only walks DST)",
-)
 def test_deid_rerun_removes_half_written_quarantine_files_of_a_killed_run(
     extract: Path, key_file: Path, tmp_path: Path
 ) -> None:
@@ -481,11 +476,6 @@ def _complete_outputs(folder: Path) -> None:
             json.loads(path.read_text())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deid bug: a full disk ends `pacs-workbench deid` with a traceback (OSError not caught around "
-    "write_atomic), leaves *.deid-tmp files in DST and writes no log or summary of what failed",
-)
 def test_deid_on_a_full_disk_fails_clearly_and_leaves_nothing_half_written(
     extract: Path, key_file: Path, tmp_path: Path
 ) -> None:

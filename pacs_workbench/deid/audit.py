@@ -7,7 +7,8 @@ trusts nothing the de-identification recorded. It reads what is in DST:
   with the options the file declares in (0012,0064) De-identification Method Code
   Sequence: nothing the profile removes is present, no private element outside the
   safe list, the de-identification markers are there, Burned In Annotation is not
-  ``YES``;
+  ``YES``, and every encoded VR is a DICOM VR that agrees with the data dictionary for
+  a public tag (``vr_mismatch``: a date stored as a number escapes the date shift);
 * **UIDs**: every UI value is a valid UID (at most 64 characters, digits and dots, no
   leading zeros), every ``U`` attribute is under ``2.25.`` (unless Retain UIDs), and
   with ``--source`` no instance UID of the source survives;
@@ -324,12 +325,16 @@ def _check_elements(
         group, element = tag >> 16, tag & 0xFFFF
         raw = ds.get_item(tag)
         vr = raw.VR
+        label = tag_label(tag)
+        if vr and _vr_mismatch(tag, vr):
+            # the profile's action depends on the type: a date stored as a number is not shifted
+            findings.append(_finding(relpath, "vr_mismatch", label))
+            continue
         if not vr or " or " in vr:
             try:
                 vr = dictionary_VR(tag)
             except KeyError:
                 vr = "UN"
-        label = tag_label(tag)
         if group % 2 == 1:
             if element <= 0xFF:
                 continue
@@ -358,6 +363,20 @@ def _check_elements(
                 uids.append(value)
                 if tag == 0x00081155:  # Referenced SOP Instance UID
                     refs.append(value)
+
+
+def _vr_mismatch(tag: int, vr: str) -> bool:
+    """Whether an encoded ``vr`` is not a DICOM VR, or not the dictionary VR of a public ``tag``."""
+    from pacs_workbench.deid.rawdicom import VALID_VRS, dictionary_vrs
+
+    if " or " in vr:
+        return False  # pydicom's own ambiguous VR: nothing was encoded
+    if vr not in VALID_VRS:
+        return True
+    if (tag >> 16) % 2 == 1 or tag & 0xFFFF == 0 or vr == "UN":
+        return False
+    allowed = dictionary_vrs(tag)
+    return allowed is not None and vr not in allowed
 
 
 def _values(value: Any) -> list[str]:

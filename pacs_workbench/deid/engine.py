@@ -483,6 +483,11 @@ class Deidentifier:
         if pixel_reasons:
             output, pixels = _clean_pixels(output, pixel_reasons)
             ctx.counts["n_pixel_boxes"] += len(pixels.boxes)
+        try:
+            # what is written must parse again (structure and VRs), or it is not written
+            read_file(output)
+        except RawFormatError as exc:
+            raise DeidError(f"de-identified output does not parse ({exc})") from exc
         counts = {name: int(ctx.counts.get(name, 0)) for name in COUNT_FIELDS}
         actions: Counter[tuple[str, str, str]] = Counter()
         for (tag, action), n in ctx.actions.items():
@@ -787,10 +792,31 @@ _HEADER_TAGS = {
 }
 _HEADER_US = {
     0x00280002: "SamplesPerPixel",
+    0x00280006: "PlanarConfiguration",
     0x00280010: "Rows",
     0x00280011: "Columns",
     0x00280100: "BitsAllocated",
+    0x00280101: "BitsStored",
+    0x00280103: "PixelRepresentation",
 }
+#: (0028,0004) Photometric Interpretation values a reader can decode.
+PHOTOMETRIC_VALUES = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "PALETTE COLOR",
+        "RGB",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_ICT",
+        "YBR_RCT",
+        "HSV",
+        "ARGB",
+        "CMYK",
+        "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420",
+    }
+)
 
 
 class HeaderView(dict[str, Any]):
@@ -857,10 +883,47 @@ def _clean_pixels(data: bytes, reasons: list[str]) -> tuple[bytes, PixelResult]:
     return write_bytes(ds), result
 
 
+def _pixel_module_problem(header: HeaderView) -> str | None:
+    """What makes the Image Pixel attributes unreadable (as a reader checks them), or ``None``."""
+
+    def number(keyword: str) -> int | None:
+        value = header.get(keyword)
+        if value is None or value == "":
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return -1
+
+    bits, stored = number("BitsAllocated"), number("BitsStored")
+    rows, cols, samples = number("Rows"), number("Columns"), number("SamplesPerPixel")
+    representation, frames = number("PixelRepresentation"), number("NumberOfFrames")
+    if bits is None or not 1 <= bits <= 64 or (bits != 1 and bits % 8):
+        return "(0028,0100) Bits Allocated"
+    if stored is None or not 1 <= stored <= bits:
+        return "(0028,0101) Bits Stored"
+    if rows is None or not 0 < rows <= 0xFFFF:
+        return "(0028,0010) Rows"
+    if cols is None or not 0 < cols <= 0xFFFF:
+        return "(0028,0011) Columns"
+    if frames is not None and frames < 1:
+        return "(0028,0008) Number of Frames"
+    if str(header.get("PhotometricInterpretation", "")).strip() not in PHOTOMETRIC_VALUES:
+        return "(0028,0004) Photometric Interpretation"
+    if representation not in (0, 1):
+        return "(0028,0103) Pixel Representation"
+    if samples not in (1, 3):
+        return "(0028,0002) Samples per Pixel"
+    if samples == 3 and number("PlanarConfiguration") not in (0, 1):
+        return "(0028,0006) Planar Configuration"
+    return None
+
+
 def check_instance(header: HeaderView, transfer_syntax: str, ctx: _Context, top: dict[int, Element]) -> None:
     """Refuse what cannot be de-identified safely; raises :class:`DeidError` with the reason.
 
-    Checks: a transfer syntax pydicom knows; a SOP Class and SOP Instance UID; native
+    Checks: a transfer syntax pydicom knows; a SOP Class and SOP Instance UID; the Image
+    Pixel attributes a reader needs to decode Pixel Data (present, in range); native
     (uncompressed) Pixel Data at least as long as its rows, columns, samples, bits and
     frames require (a shorter one is a truncated file).
     """
@@ -877,6 +940,9 @@ def check_instance(header: HeaderView, transfer_syntax: str, ctx: _Context, top:
         if "Image Storage" in (sop.name or "") or sop.name == "Segmentation Storage":
             raise DeidError("image instance without Pixel Data (truncated file?)")
         return
+    problem = _pixel_module_problem(header)
+    if problem is not None:
+        raise DeidError(f"image pixel attributes missing or invalid ({problem})")
     if ts.is_compressed:
         return
     try:

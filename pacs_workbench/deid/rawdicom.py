@@ -11,6 +11,18 @@ Supported: Implicit and Explicit VR Little Endian, Deflated Explicit VR Little E
 (inflated here, deflated again on output), and every encapsulated (compressed)
 transfer syntax. Big Endian and files whose structure does not parse raise
 :class:`RawFormatError`, which the caller turns into a quarantine reason.
+
+Failing closed on what cannot be trusted, since kept elements are copied as they are:
+
+* an Explicit VR element whose VR is not a DICOM VR, or whose VR disagrees with the
+  data dictionary for a public tag (``(0008,0020) Study Date has VR UL, expected DA``),
+  raises :class:`RawFormatError`: the profile would act on the wrong type (a date
+  left unshifted) and the copy would not re-read. The standard's multi-VR attributes
+  (``US or SS``, ``OB or OW``, ...) accept each of their VRs; ``UN`` is read with the
+  dictionary VR (PS3.5 6.2.2);
+* sequences nested deeper than :data:`MAX_SEQUENCE_DEPTH` levels raise
+  :class:`RawFormatError`: real files rarely nest more than about six levels, and a
+  deeper file cannot be checked by the audit (pydicom reads sequences recursively).
 """
 
 from __future__ import annotations
@@ -35,6 +47,47 @@ EXPLICIT_BE = "1.2.840.10008.1.2.2"
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _TAG = struct.Struct("<HH")
+#: Deepest sequence nesting accepted (the top-level data set is depth 0).
+MAX_SEQUENCE_DEPTH = 32
+#: Every VR of PS3.5 Table 6.2-1.
+VALID_VRS = frozenset(
+    {
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    }
+)
 
 
 class RawFormatError(ValueError):
@@ -106,9 +159,46 @@ def implicit_vr(tag: int) -> str:
     return vr
 
 
+@lru_cache(maxsize=8192)
+def dictionary_vrs(tag: int) -> frozenset[str] | None:
+    """The VRs the data dictionary allows for a public ``tag`` (``None``: unknown tag or no VR)."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    if not vr or vr == "NONE":
+        return None
+    return frozenset(vr.split(" or "))
+
+
+def tag_name(tag: int) -> str:
+    """``(gggg,eeee) Name`` for a reason message (the dictionary name when there is one)."""
+    from pydicom.datadict import dictionary_description
+
+    label = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    try:
+        return f"{label} {dictionary_description(tag)}"
+    except KeyError:
+        return label
+
+
+def check_vr(tag: int, vr: str) -> None:
+    """Raise :class:`RawFormatError` when an explicit ``vr`` is unknown or not the dictionary VR of ``tag``."""
+    if vr not in VALID_VRS:
+        raise RawFormatError(f"{tag_name(tag)} has unknown VR {vr}")
+    group, element = tag >> 16, tag & 0xFFFF
+    if group % 2 == 1 or element == 0 or vr == "UN":
+        return
+    allowed = dictionary_vrs(tag)
+    if allowed is not None and vr not in allowed:
+        raise RawFormatError(f"{tag_name(tag)} has VR {vr}, expected {' or '.join(sorted(allowed))}")
+
+
 def _parse_items(
-    buf: bytes, pos: int, end: int, implicit: bool, defined_end: int | None
+    buf: bytes, pos: int, end: int, implicit: bool, defined_end: int | None, depth: int
 ) -> tuple[list[list[Element]], int]:
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise RawFormatError(f"sequence nesting deeper than {MAX_SEQUENCE_DEPTH} levels")
     items: list[list[Element]] = []
     limit = defined_end if defined_end is not None else end
     while True:
@@ -124,12 +214,12 @@ def _parse_items(
         if tag != ITEM:
             raise RawFormatError("malformed sequence (expected an item)")
         if length == UNDEFINED:
-            elements, pos = parse_dataset(buf, pos + 8, limit, implicit, in_item=True)
+            elements, pos = parse_dataset(buf, pos + 8, limit, implicit, in_item=True, depth=depth)
         else:
             item_end = pos + 8 + length
             if item_end > limit:
                 raise RawFormatError("truncated file (item runs past the end)")
-            elements, _ = parse_dataset(buf, pos + 8, item_end, implicit, in_item=False)
+            elements, _ = parse_dataset(buf, pos + 8, item_end, implicit, in_item=False, depth=depth)
             pos = item_end
         items.append(elements)
 
@@ -150,9 +240,12 @@ def _skip_fragments(buf: bytes, pos: int, end: int) -> int:
 
 
 def parse_dataset(
-    buf: bytes, pos: int, end: int, implicit: bool, *, in_item: bool = False
+    buf: bytes, pos: int, end: int, implicit: bool, *, in_item: bool = False, depth: int = 0
 ) -> tuple[list[Element], int]:
-    """Parse elements from ``pos`` to ``end`` (or to an item delimiter when ``in_item``)."""
+    """Parse elements from ``pos`` to ``end`` (or to an item delimiter when ``in_item``).
+
+    ``depth`` is the sequence nesting of this data set (0 at the top level).
+    """
     out: list[Element] = []
     while pos < end:
         if pos + 8 > end:
@@ -174,6 +267,7 @@ def parse_dataset(
             if not (65 <= code[0] <= 90 and 65 <= code[1] <= 90):
                 raise RawFormatError("malformed data set (invalid VR)")
             vr = code.decode("ascii")
+            check_vr(tag, vr)
             if vr in LONG_VRS:
                 if pos + 12 > end:
                     raise RawFormatError("truncated file (element header runs past the end)")
@@ -190,7 +284,9 @@ def parse_dataset(
                 value_end = stop - 8
             elif vr in ("SQ", "UN") or implicit:
                 # an undefined-length UN is a sequence encoded in Implicit VR (PS3.5 6.2.2)
-                items, stop = _parse_items(buf, value_start, end, implicit or vr == "UN", None)
+                if vr == "UN" and group % 2 == 0 and implicit_vr(tag) not in ("SQ", "UN"):
+                    raise RawFormatError(f"{tag_name(tag)} has undefined length but is not a sequence")
+                items, stop = _parse_items(buf, value_start, end, implicit or vr == "UN", None, depth + 1)
                 value_end = stop - 8
                 if vr == "UN":
                     vr = "SQ"
@@ -206,10 +302,10 @@ def parse_dataset(
                 # stored as UN is encoded in Implicit VR Little Endian, PS3.5 6.2.2)
                 known = implicit_vr(tag)
                 if known == "SQ":
-                    items, _ = _parse_items(buf, value_start, value_end, True, value_end)
+                    items, _ = _parse_items(buf, value_start, value_end, True, value_end, depth + 1)
                 vr = known
             elif vr == "SQ":
-                items, _ = _parse_items(buf, value_start, value_end, implicit, value_end)
+                items, _ = _parse_items(buf, value_start, value_end, implicit, value_end, depth + 1)
         out.append(Element(tag, vr, pos, value_start, value_end, stop, items, implicit))
         pos = stop
     if in_item:

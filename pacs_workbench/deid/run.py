@@ -20,15 +20,24 @@
 
 The same key, input and options give byte-identical output, so a run that was killed
 is finished by running it again (outputs are written to a temporary file and renamed,
-so none is ever half-written).
+so none is ever half-written). Temporary files are named
+``.<name>.<pid>.deid-tmp``; a run removes those in DST and the quarantine whose
+process is gone (a killed run's), never those of a run still writing.
+
+A file whose output cannot be written (a full disk, no permission) is logged with
+outcome ``failed`` and the reason (``could not write output: No space left on
+device``), its temporary file removed; the run goes on, writes the log and summary when
+it can, and then raises :class:`DeidWriteError` (the CLI prints one line and exits 2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
 import threading
 import warnings
 from collections import Counter
@@ -63,6 +72,14 @@ LOG_COLUMNS = (
 
 class DeidRunError(ValueError):
     """Arguments that would put identifying data where it must not go."""
+
+
+class DeidWriteError(DeidRunError):
+    """Outputs, quarantine copies or the log could not be written (e.g. a full disk).
+
+    Raised after the run has accounted for every input it could; the message says how
+    many files failed and why (never a PHI value or an input path).
+    """
 
 
 @dataclass(frozen=True)
@@ -111,11 +128,27 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_MARK}")
     if size < 0 and not path.parent.is_dir():
         path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    if mode is not None:
-        os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        # a full disk or an interrupt: no half-written temporary stays behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _os_reason(exc: OSError) -> str:
+    """The system's message for a write error (``No space left on device``), without any path."""
+    return exc.strerror or type(exc).__name__
+
+
+def _failed(task: FileTask, sha: str, reason: str) -> dict[str, Any]:
+    record = _quarantine_record(task, sha, reason)
+    record["outcome"] = "failed"
+    return record
 
 
 def normalize_input(data: bytes) -> bytes:
@@ -153,8 +186,19 @@ def normalize_input(data: bytes) -> bytes:
 def _quarantine(task: FileTask, data: bytes | None, sha: str, reason: str) -> dict[str, Any]:
     if data is not None and sha:
         qdir = Path(task.quarantine)
-        write_atomic(qdir / f"{sha}.dcm", data)
-        write_atomic(qdir / f"{sha}.reason.txt", (reason + "\n").encode())
+        try:
+            write_atomic(qdir / f"{sha}.dcm", data)
+            write_atomic(qdir / f"{sha}.reason.txt", (reason + "\n").encode())
+        except OSError as exc:
+            # a copy without its reason is no quarantine: neither stays
+            for name in (f"{sha}.dcm", f"{sha}.reason.txt"):
+                with contextlib.suppress(OSError):
+                    (qdir / name).unlink(missing_ok=True)
+            return _failed(task, sha, f"could not write to the quarantine: {_os_reason(exc)} ({reason})")
+    return _quarantine_record(task, sha, reason)
+
+
+def _quarantine_record(task: FileTask, sha: str, reason: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "source_sha256": sha,
         "outcome": "quarantined",
@@ -194,7 +238,10 @@ def deidentify_file(task: FileTask) -> dict[str, Any]:
         return _quarantine(task, data, sha, exc.reason)
     except Exception as exc:  # a corrupt element anywhere: refuse the file, keep going
         return _quarantine(task, data, sha, f"could not be de-identified ({type(exc).__name__})")
-    write_atomic(Path(task.dst) / result.relpath, payload)
+    try:
+        write_atomic(Path(task.dst) / result.relpath, payload)
+    except OSError as exc:
+        return _failed(task, sha, f"could not write output: {_os_reason(exc)}")
     record: dict[str, Any] = {
         "source_sha256": sha,
         "outcome": "written",
@@ -238,10 +285,31 @@ def iter_input_files(src: Path) -> Iterator[Path]:
             yield Path(root) / name
 
 
+_TEMP_PID = re.compile(r"\.(\d+)" + re.escape(TMP_MARK) + "$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or a pid this system cannot have): leave its files
+    return True
+
+
 def _cleanup_temporaries(folder: Path) -> None:
+    """Remove the temporary files a killed run left under ``folder``.
+
+    Those of a process still alive (a concurrent run writing the same folder) stay; a
+    temporary without a pid in its name is from no live run of this version.
+    """
     if not folder.is_dir():
         return
     for path in folder.rglob(f"*{TMP_MARK}"):
+        match = _TEMP_PID.search(path.name)
+        if match is not None and _pid_alive(int(match.group(1))):
+            continue
         path.unlink(missing_ok=True)
 
 
@@ -348,7 +416,15 @@ def deidentify_folder(
     Returns
     -------
     dict
-        Counts only: files, written, quarantined, quarantine reasons, options, paths.
+        Counts only: files, written, quarantined, failed, quarantine reasons, options, paths.
+
+    Raises
+    ------
+    DeidRunError
+        Arguments that would put identifying data where it must not go.
+    DeidWriteError
+        Some outputs, or the log, could not be written (e.g. a full disk); raised after
+        the log of every input (outcome ``failed`` for those) is written, when it can be.
     """
     src_path, dst_path = Path(src), Path(dst)
     if not src_path.exists():
@@ -367,8 +443,12 @@ def deidentify_folder(
     del key
     if key_path is None:
         key_path = Path(os.environ["PACS_WORKBENCH_KEY_FILE"])
-    dst_path.mkdir(parents=True, exist_ok=True)
+    try:
+        dst_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeidWriteError(f"could not create the output folder: {_os_reason(exc)}") from None
     _cleanup_temporaries(dst_path)
+    _cleanup_temporaries(q_path)
     previous = _previous_outputs(dst_path)
 
     files = list(iter_input_files(src_path))
@@ -408,37 +488,57 @@ def deidentify_folder(
     records.sort(key=lambda r: (r["source_sha256"], r["output"] or "", r["reason"] or ""))
 
     warm.join()
-    _write_table(dst_path / LOG_NAME, records, list(LOG_COLUMNS), _log_types())
-    import pyarrow as pa
-
-    action_rows = [{"tag": t, "keyword": k, "action": a, "count": n} for (t, k, a), n in sorted(actions.items())]
-    _write_table(
-        dst_path / ACTIONS_NAME,
-        action_rows,
-        ["tag", "keyword", "action", "count"],
-        {"tag": pa.string(), "keyword": pa.string(), "action": pa.string(), "count": pa.int64()},
-    )
-    written = {r["output"] for r in records if r["outcome"] == "written"}
-    for stale in sorted(previous - written):
-        (dst_path / stale).unlink(missing_ok=True)
-    if mapping is not None:
-        _write_mapping(Path(mapping), escrow)
-
+    failed = [r for r in records if r["outcome"] == "failed"]
     reasons = Counter(r["reason"] for r in records if r["outcome"] == "quarantined")
     summary: dict[str, Any] = {
         "files": len(records),
         "written": sum(1 for r in records if r["outcome"] == "written"),
         "quarantined": sum(1 for r in records if r["outcome"] == "quarantined"),
+        "failed": len(failed),
         "quarantine_reasons": dict(sorted(reasons.items())),
         "options": option_text,
         "profile": f"PS3.15 Table E.1-1 {TABLE_EDITION}",
         "totals": {c: int(sum(int(r[c]) for r in records)) for c in COUNT_FIELDS},
     }
-    write_atomic(dst_path / RUN_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    try:
+        _write_outputs(dst_path, records, actions)
+        if not failed:
+            # only a complete run may say what DST no longer holds
+            written = {r["output"] for r in records if r["outcome"] == "written"}
+            for stale in sorted(previous - written):
+                (dst_path / stale).unlink(missing_ok=True)
+        if mapping is not None:
+            _write_mapping(Path(mapping), escrow)
+        write_atomic(dst_path / RUN_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    except OSError as exc:
+        lost = f"; {len(failed)} of {len(records)} files could not be written either" if failed else ""
+        raise DeidWriteError(
+            f"could not write the run log or summary: {_os_reason(exc)}{lost}; free space and run again"
+        ) from None
+    if failed:
+        why = Counter(str(r["reason"]) for r in failed).most_common(1)[0][0]
+        raise DeidWriteError(
+            f"{len(failed)} of {len(records)} files could not be written ({why}); "
+            f"{LOG_NAME} lists them with outcome 'failed'; free space and run again"
+        )
     summary["out"] = str(dst_path)
     summary["quarantine"] = str(q_path)
     summary["log"] = str(dst_path / LOG_NAME)
     return summary
+
+
+def _write_outputs(dst: Path, records: list[dict[str, Any]], actions: Counter[tuple[str, str, str]]) -> None:
+    """``deid_log.parquet`` and ``deid_actions.parquet``."""
+    import pyarrow as pa
+
+    _write_table(dst / LOG_NAME, records, list(LOG_COLUMNS), _log_types())
+    action_rows = [{"tag": t, "keyword": k, "action": a, "count": n} for (t, k, a), n in sorted(actions.items())]
+    _write_table(
+        dst / ACTIONS_NAME,
+        action_rows,
+        ["tag", "keyword", "action", "count"],
+        {"tag": pa.string(), "keyword": pa.string(), "action": pa.string(), "count": pa.int64()},
+    )
 
 
 def _resolve_collisions(records: list[dict[str, Any]], tasks: list[FileTask]) -> None:
