@@ -61,6 +61,24 @@ def notebook_params(params: dict[str, Any], notebook_stem: str) -> dict[str, Any
     return merged
 
 
+def is_shipped_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a relative path names a file shipped with the workbench (``notebooks/...``)."""
+    relative = Path(path)
+    return not relative.is_absolute() and relative.parts[:1] == ("notebooks",) and (REPO_ROOT / relative).is_file()
+
+
+def shipped_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when it exists, else the workbench's shipped file of that relative name.
+
+    Parameter files name shipped files relatively (``notebooks/params/radiomics/ct_default.yaml``)
+    so that no run's parameters carry an installation path.
+    """
+    given = Path(path)
+    if given.exists() or not is_shipped_file(given):
+        return given
+    return REPO_ROOT / given
+
+
 def reference_dir() -> Path | None:
     """The reference-data folder from ``PACS_WORKBENCH_REFERENCE``, or ``None`` when unset."""
     value = os.environ.get(REFERENCE_ENV)

@@ -49,7 +49,7 @@ import yaml
 
 from pacs_workbench import __version__
 from pacs_workbench.atomic import pid_alive as _pid_alive
-from pacs_workbench.config import NOTEBOOK_DIR, ParameterError, reference_dir
+from pacs_workbench.config import NOTEBOOK_DIR, ParameterError, reference_dir, shipped_file
 from pacs_workbench.executor import map_items
 
 PARAMS_DIR = NOTEBOOK_DIR / "params" / "radiomics"
@@ -212,9 +212,9 @@ def load_radiomics_params(
     ParameterError
         Missing file, malformed YAML, or a value pyradiomics' schema rejects (with its message).
     """
-    path = Path(params_file)
+    path = shipped_file(params_file)
     if not path.is_file():
-        raise ParameterError(f"radiomics parameter file not found: {path}")
+        raise ParameterError(f"radiomics parameter file not found: {params_file}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

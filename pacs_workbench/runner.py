@@ -36,7 +36,14 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config
 
 from pacs_workbench.atomic import write_text_atomic as _write_text_atomic
-from pacs_workbench.config import DEFAULT_PARAMS, NOTEBOOK_DIR, REPO_ROOT, load_params, notebook_params
+from pacs_workbench.config import (
+    DEFAULT_PARAMS,
+    NOTEBOOK_DIR,
+    REPO_ROOT,
+    is_shipped_file,
+    load_params,
+    notebook_params,
+)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 SHOW_CODE_TAG = "show-code"
@@ -201,9 +208,10 @@ def scrub_paths(ipynb: Path, base: Path, out_dir: Path) -> None:
         return value
 
     papermill = notebook.metadata.get("papermill", {})
-    for name in ("input_path", "output_path"):
-        if papermill.get(name):
-            papermill[name] = os.path.relpath(papermill[name], out_dir)
+    if papermill.get("input_path"):
+        papermill["input_path"] = f"notebooks/{Path(papermill['input_path']).name}"
+    if papermill.get("output_path"):
+        papermill["output_path"] = Path(papermill["output_path"]).name
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = [nbformat.from_dict(clean(dict(o))) for o in cell.get("outputs", [])]
@@ -256,17 +264,20 @@ def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
     Relative paths keep home folders and user names out of the executed notebooks and reports
     (papermill stores parameters in its outputs). A relative path that names a file shipped with
-    the workbench (``notebooks/params/...``) and does not exist under ``base_dir`` resolves to
-    the shipped file.
+    the workbench (``notebooks/params/...``) and does not exist under ``base_dir`` is passed on
+    as it is; :func:`pacs_workbench.config.shipped_file` finds it.
     """
     resolved = {}
     for name, value in values.items():
         if isinstance(value, str) and value and name.endswith(PATH_SUFFIXES):
             path = Path(value)
+            shipped = not path.is_absolute() and is_shipped_file(path) and not (base_dir / path).exists()
+            if shipped:
+                # Named as shipped (notebooks/params/...): the stage finds it in the workbench.
+                resolved[name] = path.as_posix()
+                continue
             if not path.is_absolute():
-                shipped = REPO_ROOT / path
-                use_shipped = path.parts[:1] == ("notebooks",) and shipped.exists() and not (base_dir / path).exists()
-                path = shipped if use_shipped else base_dir / path
+                path = base_dir / path
             resolved[name] = os.path.relpath(path.resolve(), base_dir.resolve())
         else:
             resolved[name] = value
