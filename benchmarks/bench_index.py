@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(PHASES),
         help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write the key figures to this JSON file")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -349,18 +350,21 @@ def main(argv: list[str] | None = None) -> int:
 
     data = generate(args.instances)
     outs = WORK / f"index_out_{args.instances}"
+    load_start = os.getloadavg()[0]
     print(
         f"index benchmark: {args.instances} instances, {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.1f} at start",
+        f"load average {load_start:.1f} at start",
         flush=True,
     )
     results = []
+    names = []
     for name in PHASES:
         if name not in chosen:
             continue
         label, phase, options = PHASES[name]
         result = measure(phase, data, outs / name, **options)
         results.append((label, result))
+        names.append(name)
         print(f"  {label}: {result['elapsed']:.2f} s", file=sys.stderr, flush=True)
     loop = results[0][1] if "loop" in chosen else None
     wall_base = loop["elapsed"] / loop["n"] if loop else float("nan")
@@ -378,8 +382,32 @@ def main(argv: list[str] | None = None) -> int:
             f"{label:30s} {result['n']:9d} {wall:7.2f} {n / wall:7.0f} {wall_base / (wall / n):7.2f} "
             f"{cpu:6.2f} {cpu_base / (cpu / n):10.2f} {result['peak_mb']:11.0f}"
         )
-    print(f"load average at end {os.getloadavg()[0]:.1f}")
+    load_end = os.getloadavg()[0]
+    print(f"load average at end {load_end:.1f}")
     shutil.rmtree(outs, ignore_errors=True)
+    if args.json:
+        phases = {}
+        for name, (label, result) in zip(names, results, strict=True):
+            n = max(result["n"], 1)
+            phases[name] = {
+                "label": label,
+                "instances": result["n"],
+                "wall_s": result["elapsed"],
+                "cpu_s": result["cpu"],
+                "instances_per_s": n / result["elapsed"],
+                "x_loop_wall": wall_base / (result["elapsed"] / n) if loop else None,
+                "x_loop_cpu": cpu_base / (result["cpu"] / n) if loop and result["cpu"] > 0 else None,
+                "peak_pss_mb": result["peak_mb"],
+            }
+        figures = {
+            "benchmark": "index",
+            "instances": args.instances,
+            "cores": os.cpu_count(),
+            "phases": phases,
+            "load_average": [load_start, load_end],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 

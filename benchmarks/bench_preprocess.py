@@ -13,6 +13,7 @@ Usage: ``python benchmarks/bench_preprocess.py [--patients 12] [--repeat 1]``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -48,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--patients", type=int, default=12, help="synthetic patients (default 12)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode; the best is reported (default 1)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the key figures to this JSON file")
     args = parser.parse_args()
 
     from pacs_workbench.synth import generate
@@ -93,6 +95,15 @@ def main() -> None:
             rows.append({"step": step, "seconds": seconds, "cases_per_min": float("nan"), "ratio": float("nan")})
     print(f"{n} cases from {args.patients} synthetic patients")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.json:
+        figures = {
+            "benchmark": "preprocess",
+            "patients": args.patients,
+            "cases": n,
+            "rows": [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in rows],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import tempfile
 import time
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes over folds (default 2)")
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="keep each dataset's outputs here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the key figures to this JSON file")
     args = parser.parse_args(argv)
 
     ref = reference_dir()
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     diffs: list[float] = []
     lr_diffs: list[float] = []
     above: list[str] = []
+    records: list[dict[str, Any]] = []
+    failed: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         for name in names:
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except Exception as exc:  # one dataset failing must not hide the others
                 print(f"{name:<28} failed: {type(exc).__name__}: {exc}", flush=True)
+                failed.append(name)
                 continue
             ref_auc = float(row["auc_final_30x10cv"])
             diff = res["lightgbm"] - ref_auc
@@ -126,12 +131,31 @@ def main(argv: list[str] | None = None) -> int:
             if diff > LEAK_MARGIN:
                 above.append(name)
             lo, hi = res["ci"]
+            records.append(
+                {"dataset": name, "n": res["n"], "events": res["events"], "lightgbm": res["lightgbm"],
+                 "ci": [lo, hi], "lasso_lr": res["radiomics_lr"], "published": ref_auc, "diff": diff,
+                 "seconds": res["seconds"]}
+            )  # fmt: skip
             print(
                 f"{name:<28} {res['n']:>5} {row['p']:>6} {res['events']:>6} {res['lightgbm']:>9.3f} "
                 f"{f'{lo:.2f}-{hi:.2f}':>13} {res['radiomics_lr']:>9.3f} {ref_auc:>9.3f} {diff:>+7.3f} "
                 f"{res['seconds']:>6.0f}",
                 flush=True,
             )
+    if args.json:
+        met = bool(diffs) and abs(float(np.median(diffs))) <= LEAK_MARGIN
+        figures = {
+            "benchmark": "radmlbench",
+            "datasets": records,
+            "failed": failed,
+            "median_diff": float(np.median(diffs)) if diffs else None,
+            "within_margin": int((np.abs(np.array(diffs)) <= LEAK_MARGIN).sum()) if diffs else 0,
+            "above_margin": above,
+            "margin": LEAK_MARGIN,
+            "median_target_met": met,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
     if not diffs:
         return 1
     d = np.array(diffs)

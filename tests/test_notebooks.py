@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pacs_workbench import runner
-from pacs_workbench.config import notebook_params
+from pacs_workbench.config import is_shipped_file, notebook_params
 
 pytestmark = pytest.mark.slow
 def test_every_notebook_runs_and_renders(tiny_run: dict[str, Any]) -> None:
@@ -54,7 +54,8 @@ def test_notebooks_pass_nbval(tiny_run: dict[str, Any], tmp_path: Path) -> None:
         # As the runner resolves them, then absolute: nbval's kernel starts in the notebook's folder.
         resolved = runner._resolve_paths(given, tiny_run["root"])
         values = {
-            k: str((tiny_run["root"] / v).resolve()) if k.endswith(runner.PATH_SUFFIXES) and v else v
+            k: str((tiny_run["root"] / v).resolve()) if k.endswith(runner.PATH_SUFFIXES) and v and not is_shipped_file(v)
+            else v
             for k, v in resolved.items()
         }
         target = tmp_path / path.name

@@ -1,0 +1,756 @@
+"""Run every benchmark and write ``benchmarks/RESULTS.md`` (what ``make bench`` runs).
+
+Each benchmark script runs in its own subprocess, one after the other. Its standard output
+(the table it prints) goes into RESULTS.md verbatim; its key figures come from the small JSON
+file it writes when given ``--json PATH`` (``bench_deid.py``: parsed from its table), and each
+target's PASS/MISS line is computed from those figures. Nothing in RESULTS.md is typed in:
+the machine description, date, commit and load averages are read at run time too.
+
+Targets (the workbench's promises):
+
+* index: ``build_index`` with 2 workers at least 2.5x the instances per second of a plain
+  single-process pydicom loop over the same files, at 10k and at 100k instances, and peak
+  memory that does not grow with the number of files (peak at 100k at most 1.2x the peak
+  at 10k, for every ``build_index`` phase);
+* de-identification: at least 5x dicognito's files per second on the same files and
+  workers, and no planted PHI string left in the workbench's output;
+* features: at least 1.8x the serial cases per minute with 2 workers, and a cached rerun
+  at least 50x faster than the first run;
+* radMLBench: the script's own target (median AUC difference to the published value within
+  0.05, no dataset more than 0.05 above it);
+* end to end, synthetic extract, preprocessing, explain, PACS: reported, no target.
+
+Usage::
+
+    python benchmarks/run_all.py                     # the make bench sizes
+    python benchmarks/run_all.py --with-radmlbench   # every radMLBench dataset (~20 min more)
+    python benchmarks/run_all.py --only index,features --out /tmp/RESULTS.md
+    python benchmarks/run_all.py --smoke --out /tmp/RESULTS.md   # tiny sizes: do the scripts run?
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_OUT = HERE / "RESULTS.md"
+DEFAULT_JSON_DIR = HERE / "_work" / "results"
+DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
+
+INDEX_SPEEDUP = 2.5
+INDEX_MEMORY_GROWTH = 1.2
+DEID_SPEEDUP = 5.0
+FEATURES_PARALLEL = 1.8
+FEATURES_CACHED = 50.0
+RADML_MARGIN = 0.05
+# A few small radMLBench datasets by default (the full set takes about 20 minutes).
+RADML_DEFAULT = "Ahn2021,HNSCC,LNDb,Song2020"
+PACKAGES = [
+    "pydicom", "highdicom", "pynetdicom", "pyradiomics", "SimpleITK", "numpy", "pandas", "pyarrow", "duckdb",
+    "scikit-learn", "lightgbm", "shap", "dask", "distributed", "papermill", "rapidocr-onnxruntime", "dicognito",
+]  # fmt: skip
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One invocation of a benchmark script and what it left."""
+
+    label: str
+    script: str
+    args: list[str]
+    json: bool | None = True  # the script takes --json PATH (None: ask its --help)
+    returncode: int | None = None
+    seconds: float = 0.0
+    stdout: str = ""
+    stderr_tail: str = ""
+    figures: dict[str, Any] | None = None
+
+    @property
+    def command(self) -> str:
+        return " ".join(["python", f"benchmarks/{self.script}", *self.args])
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass
+class Verdict:
+    """The outcome of a benchmark against its target."""
+
+    status: str  # PASS, MISS, REPORT, FAILED, ERROR, UNPARSED
+    result: str  # one line for the summary table
+    details: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Benchmark:
+    """A benchmark: its runs, its target and how to judge the runs against it."""
+
+    name: str
+    title: str
+    target: str
+    runs: list[Run]
+    judge: Callable[[list[Run]], Verdict]
+    requires: Callable[[], str] | None = None  # returns why it cannot run here, or ""
+    verdict: Verdict | None = None
+
+
+def _pump(stream: IO[bytes], sink: IO[bytes] | None, chunks: list[bytes]) -> None:
+    """Copy a child's output to ``sink`` as it comes (progress stays live) and keep it."""
+    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+        chunks.append(chunk)
+        if sink is not None:
+            sink.write(chunk)
+            sink.flush()
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    """The last lines of a stream, progress-bar redraws (carriage returns) collapsed."""
+    kept = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join([line for line in kept if line.strip()][-lines:])
+
+
+def _others_running(script: str) -> list[int]:
+    """Process ids of other runs of a benchmark script (they share its folders under benchmarks/_work/)."""
+    import psutil
+
+    mine = {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.info["pid"] not in mine and any(arg.endswith(f"benchmarks/{script}") for arg in cmdline):
+            found.append(int(proc.info["pid"]))
+    return found
+
+
+def wait_for_others(script: str, limit_s: float) -> None:
+    """Wait while another run of ``script`` is going: both would write the same work folders."""
+    started = time.monotonic()
+    while (others := _others_running(script)) and time.monotonic() - started < limit_s:
+        print(f"waiting: {script} is already running (pids {others})", file=sys.stderr, flush=True)
+        time.sleep(30)
+
+
+def execute(run: Run, json_dir: Path, env: dict[str, str], *, echo: bool, timeout_s: float) -> None:
+    """Run one benchmark script in a subprocess; fill in its output, exit code, time and figures."""
+    json_path = json_dir / f"{Path(run.script).stem}_{re.sub(r'[^A-Za-z0-9]+', '_', run.label).strip('_')}.json"
+    json_path.unlink(missing_ok=True)
+    command = [sys.executable, str(HERE / run.script), *run.args]
+    if run.json:
+        command += ["--json", str(json_path)]
+    print(f"\n=== {run.command}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    # Own session: a timeout ends the script together with the worker processes it started.
+    child = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    out: list[bytes] = []
+    err: list[bytes] = []
+    pumps = [
+        threading.Thread(target=_pump, args=(child.stdout, sys.stdout.buffer if echo else None, out), daemon=True),
+        threading.Thread(target=_pump, args=(child.stderr, sys.stderr.buffer if echo else None, err), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    try:
+        child.wait(timeout=timeout_s if timeout_s > 0 else None)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        err.append(f"\nstopped after the {timeout_s / 60:.0f} min timeout\n".encode())
+    for pump in pumps:
+        pump.join()
+    run.seconds = time.perf_counter() - started
+    run.returncode = child.returncode
+    run.stdout = b"".join(out).decode("utf-8", "replace")
+    run.stderr_tail = _tail(b"".join(err).decode("utf-8", "replace"))
+    if run.json and json_path.is_file():
+        try:
+            run.figures = json.loads(json_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            run.figures = None
+
+
+def _takes_json(script: str) -> bool:
+    """Whether a script documents a ``--json`` option (checked for scripts owned elsewhere)."""
+    proc = subprocess.run(
+        [sys.executable, str(HERE / script), "--help"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    return proc.returncode == 0 and "--json" in proc.stdout
+
+
+# --- judging ------------------------------------------------------------------------------------
+
+
+def _incomplete(runs: list[Run]) -> Verdict | None:
+    """An ERROR verdict when a run failed or left no figures, else None."""
+    for run in runs:
+        if not run.ok:
+            return Verdict("ERROR", f"`{run.command}` exited with {run.returncode}", [f"```\n{run.stderr_tail}\n```"])
+        if run.json and run.figures is None:
+            return Verdict("ERROR", f"`{run.command}` wrote no figures")
+    return None
+
+
+def judge_index(runs: list[Run]) -> Verdict:
+    """2-worker speed-up over the loop at every size; peak memory from the smallest to the largest size."""
+    if failed := _incomplete(runs):
+        return failed
+    figures = sorted((r.figures for r in runs if r.figures), key=lambda f: f["instances"])
+    details, results = [], []
+    fast = True
+    for fig in figures:
+        phases = fig["phases"]
+        w2 = phases.get("workers2")
+        if not w2 or w2.get("x_loop_wall") is None:
+            return Verdict("ERROR", f"{fig['instances']} instances: no 2-worker or loop phase")
+        fast &= w2["x_loop_wall"] >= INDEX_SPEEDUP
+        results.append(f"{w2['x_loop_wall']:.2f}x at {fig['instances']:,}")
+        dask = phases.get("dask2")
+        dask_text = f"; Dask 2 workers {dask['x_loop_wall']:.2f}x" if dask and dask.get("x_loop_wall") else ""
+        details.append(
+            f"{fig['instances']:,} instances: build_index with 2 workers {w2['x_loop_wall']:.2f}x the loop's "
+            f"instances per second (wall clock; {w2['x_loop_cpu']:.2f}x per CPU second){dask_text}; "
+            f"target >= {INDEX_SPEEDUP}x: {'met' if w2['x_loop_wall'] >= INDEX_SPEEDUP else 'not met'}"
+        )
+    flat: bool | None = None
+    if len(figures) >= 2:
+        small, large = figures[0], figures[-1]
+        growths = []
+        for name in ("workers1", "workers2", "dask2", "loop"):
+            a, b = small["phases"].get(name), large["phases"].get(name)
+            if not (a and b):
+                continue
+            growth = b["peak_pss_mb"] / a["peak_pss_mb"]
+            if name != "loop":
+                growths.append(growth)
+            details.append(
+                f"peak memory, {a['label']}: {a['peak_pss_mb']:.0f} MB at {small['instances']:,}, "
+                f"{b['peak_pss_mb']:.0f} MB at {large['instances']:,} ({growth:.2f}x)"
+                + (" (the baseline, for contrast)" if name == "loop" else "")
+            )
+        if growths:
+            flat = max(growths) <= INDEX_MEMORY_GROWTH
+            results.append(f"peak memory {max(growths):.2f}x from {small['instances']:,} to {large['instances']:,}")
+            details.append(
+                f"flat memory target (every build_index phase <= {INDEX_MEMORY_GROWTH}x): "
+                f"{'met' if flat else 'not met'}"
+            )
+    if flat is None:
+        details.append("flat memory not judged: needs runs at two sizes")
+    status = "PASS" if fast and flat else "MISS"
+    return Verdict(status, "2 workers vs loop: " + ", ".join(results), details)
+
+
+_DEID_ROW = re.compile(
+    r"^(?P<corpus>all files|no OCR needed)\s+(?P<tool>\S+)\s+(?P<files>\d+)\s+(?P<wall>[\d.]+)\s+"
+    r"(?P<files_per_s>[\d.]+)\s+(?P<ratio>[\d.]+)\s+(?P<cpu>[\d.]+)\s+(?P<files_per_cpu_s>[\d.]+)\s+"
+    r"(?P<ratio_cpu>[\d.]+)\s+(?P<leaked>\d+) of (?P<phi_strings>\d+)\s*$"
+)
+
+
+def deid_rows(run: Run) -> list[dict[str, Any]]:
+    """The rows of bench_deid.py's table: from its JSON when it writes one, else from its stdout."""
+    if run.figures and isinstance(run.figures.get("rows"), list):
+        return list(run.figures["rows"])
+    rows = []
+    for line in run.stdout.splitlines():
+        if match := _DEID_ROW.match(line.rstrip()):
+            row: dict[str, Any] = match.groupdict()
+            for key in ("files", "leaked", "phi_strings"):
+                row[key] = int(row[key])
+            for key in ("wall", "files_per_s", "ratio", "cpu", "files_per_cpu_s", "ratio_cpu"):
+                row[key] = float(row[key])
+            rows.append(row)
+    return rows
+
+
+def judge_deid(runs: list[Run]) -> Verdict:
+    """Workbench vs dicognito files per second on all files; PHI left in the workbench's output."""
+    run = runs[0]
+    if not run.ok:
+        return Verdict("ERROR", f"`{run.command}` exited with {run.returncode}", [f"```\n{run.stderr_tail}\n```"])
+    rows = deid_rows(run)
+    ours = {r["corpus"]: r for r in rows if r["tool"] == "workbench"}
+    theirs = {r["corpus"]: r for r in rows if r["tool"] == "dicognito"}
+    if "all files" not in ours:
+        return Verdict("UNPARSED", "no workbench row for 'all files' in the table")
+    main = ours["all files"]
+    leaks = sum(r["leaked"] for r in ours.values())
+    details = [
+        f"{corpus}: workbench {r['files_per_s']:.1f} files/s, {r['ratio']:.2f}x dicognito (wall clock; "
+        f"{r['ratio_cpu']:.2f}x per CPU second); PHI strings left: workbench {r['leaked']} of {r['phi_strings']}, "
+        f"dicognito {theirs[corpus]['leaked'] if corpus in theirs else '?'} of {r['phi_strings']}"
+        for corpus, r in ours.items()
+    ]
+    fast, clean = main["ratio"] >= DEID_SPEEDUP, leaks == 0
+    details.append(f"speed target (all files, >= {DEID_SPEEDUP}x): {'met' if fast else 'not met'}")
+    details.append(f"leak target (0 PHI strings left on every corpus): {'met' if clean else 'not met'}")
+    return Verdict(
+        "PASS" if fast and clean else "MISS",
+        f"{main['ratio']:.2f}x dicognito (all files); {leaks} PHI strings left",
+        details,
+    )
+
+
+def judge_features(runs: list[Run]) -> Verdict:
+    """2-worker speed-up and cached-rerun speed-up over the serial first run."""
+    if failed := _incomplete(runs):
+        return failed
+    fig = runs[0].figures or {}
+    parallel, cached = fig["runs"]["parallel2"]["speedup"], fig["runs"]["cached"]["speedup"]
+    fast, cache_ok = parallel >= FEATURES_PARALLEL, cached >= FEATURES_CACHED
+    details = [
+        f"2 workers: {parallel:.2f}x serial (target >= {FEATURES_PARALLEL}x: {'met' if fast else 'not met'}); "
+        f"CPU seconds serial {fig['runs']['serial']['cpu_seconds']:.1f}, 2 workers "
+        f"{fig['runs']['parallel2']['cpu_seconds']:.1f}",
+        f"cached rerun: {cached:.0f}x the first run (target >= {FEATURES_CACHED:.0f}x: "
+        f"{'met' if cache_ok else 'not met'})",
+    ]
+    return Verdict(
+        "PASS" if fast and cache_ok else "MISS", f"2 workers {parallel:.2f}x; cached rerun {cached:.0f}x", details
+    )
+
+
+def judge_e2e(runs: list[Run]) -> Verdict:
+    """Report only: the demo's wall time and its growth; FAILED when a notebook failed."""
+    run = runs[0]
+    fig = run.figures
+    if fig is None:
+        return Verdict("ERROR", f"`{run.command}` exited with {run.returncode}", [f"```\n{run.stderr_tail}\n```"])
+    parts = [f"{r['patients']} patients {r['total_seconds'] / 60:.1f} min" for r in fig["runs"]]
+    details = []
+    if fig.get("factor_used") is not None and fig["factor_used"] != fig.get("factor_requested"):
+        details.append(
+            f"the second run used {fig['factor_used']:g}x the patients instead of {fig['factor_requested']:g}x: "
+            f"the linear estimate of {fig['factor_requested']:g}x exceeded the {fig['budget_minutes']:g} min budget"
+        )
+    total = fig.get("growth", {}).get("total (demo wall time)")
+    if total:
+        parts.append(f"growth {total['growth']:.2f} (time ratio / patient ratio)")
+    failed = [
+        f"{r['patients']} patients: {name} {step['status']}"
+        for r in fig["runs"]
+        for name, step in r["steps"].items()
+        if step["status"] != "ok"
+    ]
+    details.extend(failed)
+    return Verdict("FAILED" if failed or not run.ok else "REPORT", "; ".join(parts), details)
+
+
+def judge_radml(runs: list[Run]) -> Verdict:
+    """The script's own target: median difference within the margin, none above it."""
+    if failed := _incomplete(runs):
+        return failed
+    fig = runs[0].figures or {}
+    n = len(fig["datasets"])
+    met = bool(fig["median_target_met"]) and not fig["above_margin"] and not fig["failed"]
+    details = [
+        f"{n} datasets; median LightGBM - published {fig['median_diff']:+.3f}; within {RADML_MARGIN} of published: "
+        f"{fig['within_margin']}/{n}; more than {RADML_MARGIN} above: {', '.join(fig['above_margin']) or 'none'}"
+        + (f"; failed: {', '.join(fig['failed'])}" if fig["failed"] else "")
+    ]
+    return Verdict("PASS" if met else "MISS", f"median diff {fig['median_diff']:+.3f} over {n} datasets", details)
+
+
+def _report(summary: Callable[[dict[str, Any]], str]) -> Callable[[list[Run]], Verdict]:
+    def judge(runs: list[Run]) -> Verdict:
+        if failed := _incomplete(runs):
+            return failed
+        return Verdict("REPORT", "; ".join(summary(r.figures or {}) for r in runs))
+
+    return judge
+
+
+def _synth_summary(fig: dict[str, Any]) -> str:
+    best = max(fig["runs"], key=lambda r: r["speedup"])
+    workers = f"{best['workers']} worker" + ("s" if best["workers"] != 1 else "")
+    return f"{fig['patients']} patients: {best['files_per_s']:.0f} files/s at best, with {workers}"
+
+
+def _preprocess_summary(fig: dict[str, Any]) -> str:
+    rows = {r["step"]: r for r in fig["rows"]}
+    two, cached = rows.get("preprocess, 2 workers"), rows.get("rerun, all cached")
+    text = f"{fig['cases']} cases"
+    if two:
+        text += f": 2 workers {two['ratio']:.2f}x serial"
+    if cached:
+        text += f", cached rerun {cached['ratio']:.0f}x"
+    return text
+
+
+def _explain_summary(fig: dict[str, Any]) -> str:
+    rows = fig["rows"]
+    return (
+        f"TreeExplainer takes {rows[1]['ratio']:.1f}x LightGBM pred_contrib's time; "
+        f"max |difference| {fig['max_abs_difference']:.1e}"
+    )
+
+
+def _pacs_summary(fig: dict[str, Any]) -> str:
+    rates = [
+        f"{p['label'].split(':')[0]} {p['instances_per_s']:.0f} instances/s"
+        for p in fig["phases"]
+        if p["label"].startswith(("DICOMweb: QIDO-RS + WADO", "DIMSE"))
+    ]
+    return ", ".join(rates)
+
+
+def _needs_dicognito() -> str:
+    found = importlib.util.find_spec("dicognito") is not None
+    return "" if found else "dicognito is not installed (a benchmark-only dependency: pip install dicognito)"
+
+
+def _needs_orthanc() -> str:
+    if shutil.which("Orthanc") is None:
+        return "Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)"
+    return ""
+
+
+def _needs_reference(env: dict[str, str]) -> Callable[[], str]:
+    def check() -> str:
+        return "" if env.get("PACS_WORKBENCH_REFERENCE") else "PACS_WORKBENCH_REFERENCE is not set"
+
+    return check
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+
+def plan(args: argparse.Namespace, env: dict[str, str]) -> list[Benchmark]:
+    """Every benchmark with the sizes of this mode (``--smoke``: tiny)."""
+    smoke = args.smoke
+    index_sizes = [100, 200] if smoke else [10_000, 100_000]
+    # Smoke: every phase once, then only what the memory comparison needs.
+    index_phases = [[], ["--phases", "loop,workers1,workers2"]] if smoke else [[], []]
+    deid_args = ["--patients", "1", "--repeat", "1"] if smoke else ["--patients", "12", "--repeat", "2"]
+    features_args = ["--cases", "4", "--size", "24", "--repeat", "1"] if smoke else ["--cases", "40", "--repeat", "2"]
+    e2e_args = (
+        ["--patients", "1", "--factor", "2", "--budget-minutes", "0", "--notebooks", "01_cohort"]
+        if smoke
+        else ["--patients", "120", "--factor", str(args.e2e_factor), "--budget-minutes", str(args.e2e_budget)]
+    )
+    radml: list[str] = []
+    if args.with_radmlbench:
+        radml = []
+    elif smoke:
+        radml = ["--datasets", "Fusco2022", "--repeats", "1", "--outer-folds", "3", "--inner-folds", "2"]
+    else:
+        radml = ["--datasets", RADML_DEFAULT]
+    benchmarks = [
+        Benchmark(
+            "index",
+            "Index",
+            f"build_index with 2 workers >= {INDEX_SPEEDUP}x the instances per second of a single-process pydicom "
+            f"loop, at every size; peak memory flat (every build_index phase at most {INDEX_MEMORY_GROWTH}x from "
+            f"{index_sizes[0]:,} to {index_sizes[-1]:,} instances)",
+            [
+                Run(f"{n} instances", "bench_index.py", ["--instances", str(n), *phases])
+                for n, phases in zip(index_sizes, index_phases, strict=True)
+            ],
+            judge_index,
+        ),
+        Benchmark(
+            "features",
+            "Radiomics features",
+            f"2 workers >= {FEATURES_PARALLEL}x the serial cases per minute; cached rerun >= {FEATURES_CACHED:.0f}x "
+            "faster than the first run",
+            [Run("features", "bench_features.py", features_args)],
+            judge_features,
+        ),
+        Benchmark(
+            "e2e",
+            "End to end (pacs-workbench demo)",
+            "report only: wall time per notebook at the demo cohort and at a multiple of it",
+            [Run("e2e", "bench_e2e.py", e2e_args)],
+            judge_e2e,
+        ),
+        Benchmark(
+            "deid",
+            "De-identification",
+            f">= {DEID_SPEEDUP}x dicognito's files per second on the same files and workers; 0 planted PHI strings "
+            "left in the workbench's output",
+            [Run("deid", "bench_deid.py", deid_args, json=None)],
+            judge_deid,
+            _needs_dicognito,
+        ),
+        Benchmark(
+            "synth",
+            "Synthetic extract",
+            "report only",
+            [Run("synth", "bench_synth.py", ["--patients", "2" if smoke else "48", "--workers", "1", "2"])],
+            _report(_synth_summary),
+        ),
+        Benchmark(
+            "preprocess",
+            "Preprocessing",
+            "report only",
+            [Run("preprocess", "bench_preprocess.py", ["--patients", "1" if smoke else "12"])],
+            _report(_preprocess_summary),
+        ),
+        Benchmark(
+            "explain",
+            "Explain (TreeSHAP)",
+            "report only",
+            [
+                Run(
+                    "explain",
+                    "bench_explain.py",
+                    ["--cases", "100", "--features", "10", "--repeat", "1"] if smoke else [],
+                )
+            ],
+            _report(_explain_summary),
+        ),
+        Benchmark(
+            "pacs",
+            "Index from a PACS (Orthanc)",
+            "report only",
+            [Run("pacs", "bench_pacs.py", ["--patients", "1" if smoke else "8"])],
+            _report(_pacs_summary),
+            _needs_orthanc,
+        ),
+        Benchmark(
+            "radmlbench",
+            "Modeling against radMLBench",
+            f"median LightGBM AUC - published AUC within {RADML_MARGIN}; no dataset more than {RADML_MARGIN} above "
+            "the published AUC",
+            [Run("radmlbench", "radmlbench.py", radml)],
+            judge_radml,
+            _needs_reference(env),
+        ),
+    ]
+    return benchmarks
+
+
+# --- RESULTS.md ---------------------------------------------------------------------------------
+
+
+def describe_machine() -> dict[str, str]:
+    """CPU model, cores, memory, OS, Python and key package versions, read from this machine."""
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with open("/proc/meminfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+                break
+    system = platform.platform()
+    try:
+        release = platform.freedesktop_os_release()
+        system = f"{release.get('PRETTY_NAME', release.get('NAME', ''))}, Linux {platform.release()}"
+    except OSError:
+        pass
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    return {
+        "CPU": cpu,
+        "Cores": f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} usable by this process",
+        "Memory": memory,
+        "OS": system,
+        "Python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "Packages": ", ".join(versions),
+    }
+
+
+def git_commit() -> str:
+    """HEAD commit with ``-dirty`` when tracked files have local changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        head = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def _duration(runs: list[Run]) -> str:
+    seconds = sum(run.seconds for run in runs)
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _load(values: tuple[float, float, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def render(
+    benchmarks: list[Benchmark], context: dict[str, Any], machine: dict[str, str], *, smoke: bool
+) -> str:
+    """RESULTS.md: machine, conditions, summary table, then each benchmark's table verbatim."""
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `benchmarks/run_all.py` (`make bench`). Every figure below comes from the benchmark scripts' "
+        "output in this run; the PASS/MISS lines are computed from the figures the scripts report.",
+        "",
+    ]
+    if smoke:
+        lines += ["**Smoke run: tiny sizes that prove the scripts run; the figures mean nothing.**", ""]
+    lines += [
+        f"- Date: {context['started']} to {context['ended']} (UTC); total {context['seconds'] / 60:.1f} min",
+        f"- Commit: `{context['commit']}`",
+        f"- Load average (1 / 5 / 15 min): {_load(context['load_start'])} at start, "
+        f"{_load(context['load_end'])} at end, on {os.cpu_count()} cores. The machine is shared: wall-clock "
+        "ratios suffer when other work runs; the tables also give CPU seconds where the script measures them.",
+        f"- Reference data: {context['reference'] or 'not set (PACS_WORKBENCH_REFERENCE)'}",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {key} | {value} |" for key, value in machine.items()],
+        "",
+        "## Summary",
+        "",
+        "| benchmark | target | result | verdict | runtime |",
+        "|---|---|---|---|---|",
+    ]
+    for bench in benchmarks:
+        verdict = bench.verdict or Verdict("SKIPPED", "not run")
+        cells = [bench.title, bench.target, verdict.result, f"**{verdict.status}**", _duration(bench.runs)]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    for bench in benchmarks:
+        verdict = bench.verdict or Verdict("SKIPPED", "not run")
+        lines += ["", f"## {bench.title}", "", f"Target: {bench.target}.", ""]
+        for run in bench.runs:
+            if run.returncode is None:
+                continue
+            lines += [
+                f"`{run.command}` ({_duration([run])}, exit code {run.returncode})",
+                "",
+                "```",
+                run.stdout.rstrip() or "(no output)",
+                "```",
+                "",
+            ]
+        lines.append(f"**{verdict.status}**: {verdict.result}")
+        if verdict.details:
+            lines.append("")
+            lines += [detail if detail.startswith("```") else f"- {detail}" for detail in verdict.details]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: do the scripts run? (figures mean nothing)")
+    parser.add_argument("--only", default="", help="comma-separated benchmarks to run (default: all)")
+    parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
+    parser.add_argument(
+        "--with-radmlbench", action="store_true", help=f"every radMLBench dataset (default: {RADML_DEFAULT})"
+    )
+    parser.add_argument("--e2e-factor", type=float, default=10.0, help="patients multiplier of the scaled demo run")
+    parser.add_argument(
+        "--e2e-budget", type=float, default=30.0, help="minutes the scaled demo run may take by linear estimate"
+    )
+    parser.add_argument("--timeout-minutes", type=float, default=240.0, help="per script run (0: none)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file (default benchmarks/RESULTS.md)")
+    parser.add_argument("--json-dir", type=Path, default=DEFAULT_JSON_DIR, help="where the scripts' JSON figures go")
+    parser.add_argument("--quiet", action="store_true", help="do not echo the scripts' output")
+    args = parser.parse_args(argv)
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if not env.get("PACS_WORKBENCH_REFERENCE") and DEFAULT_REFERENCE.is_dir():
+        env["PACS_WORKBENCH_REFERENCE"] = str(DEFAULT_REFERENCE)  # as .ci/run sets it
+    benchmarks = plan(args, env)
+    names = [b.name for b in benchmarks]
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    skip = {n.strip() for n in args.skip.split(",") if n.strip()}
+    unknown = (only | skip) - set(names)
+    if unknown:
+        parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))} (known: {', '.join(names)})")
+    chosen = [b for b in benchmarks if (not only or b.name in only) and b.name not in skip]
+
+    args.json_dir.mkdir(parents=True, exist_ok=True)
+    context: dict[str, Any] = {
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "load_start": os.getloadavg(),
+        "reference": env.get("PACS_WORKBENCH_REFERENCE", ""),
+    }
+    started = time.perf_counter()
+    for bench in chosen:
+        if bench.requires and (reason := bench.requires()):
+            bench.verdict = Verdict("SKIPPED", reason)
+            print(f"=== {bench.name}: skipped: {reason}", file=sys.stderr, flush=True)
+            continue
+        for run in bench.runs:
+            if run.json is None:
+                run.json = _takes_json(run.script)
+            wait_for_others(run.script, args.timeout_minutes * 60)
+            execute(run, args.json_dir, env, echo=not args.quiet, timeout_s=args.timeout_minutes * 60)
+        bench.verdict = bench.judge(bench.runs)
+        print(f"=== {bench.name}: {bench.verdict.status}: {bench.verdict.result}", file=sys.stderr, flush=True)
+    context.update(
+        ended=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        load_end=os.getloadavg(),
+        seconds=time.perf_counter() - started,
+    )
+    _write_atomic(args.out, render(chosen, context, describe_machine(), smoke=args.smoke))
+    summary = {
+        **context,
+        "smoke": args.smoke,
+        "benchmarks": {
+            b.name: {
+                "verdict": b.verdict.status if b.verdict else "SKIPPED",
+                "result": b.verdict.result if b.verdict else "",
+                "runs": [{"command": r.command, "exit": r.returncode, "seconds": r.seconds, "figures": r.figures}
+                         for r in b.runs],
+            }
+            for b in chosen
+        },
+    }  # fmt: skip
+    _write_atomic(args.json_dir / "results.json", json.dumps(summary, indent=2, default=str))
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    for bench in chosen:
+        verdict = bench.verdict or Verdict("SKIPPED", "")
+        print(f"{bench.name:12s} {verdict.status:9s} {verdict.result}")
+    broken = [b.name for b in chosen if b.verdict and b.verdict.status in {"ERROR", "FAILED", "UNPARSED"}]
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The benchmark suite runs: ``benchmarks/run_all.py --smoke`` on tiny sizes writes a complete RESULTS.md.
+
+No timing is asserted (the figures of a smoke run mean nothing); what is checked is that every
+benchmark script ran, wrote its figures, and that RESULTS.md carries the machine description,
+each script's table and a verdict per benchmark computed from the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_ALL = REPO / "benchmarks" / "run_all.py"
+BENCHMARKS = ["index", "features", "e2e", "deid", "synth", "preprocess", "explain", "pacs", "radmlbench"]
+VERDICTS = {"PASS", "MISS", "REPORT", "SKIPPED"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("bench")
+    out, json_dir = root / "RESULTS.md", root / "json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN_ALL), "--smoke", "--quiet", "--out", str(out), "--json-dir", str(json_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return {"proc": proc, "out": out, "json_dir": json_dir}
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_results(smoke: dict[str, object]) -> None:
+    proc = smoke["proc"]
+    assert isinstance(proc, subprocess.CompletedProcess)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    text = Path(str(smoke["out"])).read_text(encoding="utf-8")
+    assert "Smoke run" in text
+    for heading in ("## Machine", "## Summary", "| CPU |", "| Memory |", "| Python |", "Commit: `", "Load average"):
+        assert heading in text, heading
+    summary = json.loads((Path(str(smoke["json_dir"])) / "results.json").read_text(encoding="utf-8"))
+    assert sorted(summary["benchmarks"]) == sorted(BENCHMARKS)
+    for name, bench in summary["benchmarks"].items():
+        assert bench["verdict"] in VERDICTS, (name, bench["verdict"], bench["result"])
+        if bench["verdict"] == "SKIPPED":  # a missing optional tool (dicognito, Orthanc, reference data)
+            assert "not" in bench["result"], bench["result"]
+            continue
+        for run in bench["runs"]:
+            assert run["exit"] == 0, run
+            # The table in RESULTS.md is the script's own output, verbatim.
+            assert f"`{run['command']}`" in text
+
+
+@pytest.mark.slow
+def test_verdicts_follow_the_reported_figures(smoke: dict[str, object]) -> None:
+    summary = json.loads((Path(str(smoke["json_dir"])) / "results.json").read_text(encoding="utf-8"))
+    text = Path(str(smoke["out"])).read_text(encoding="utf-8")
+    features = summary["benchmarks"]["features"]
+    figures = features["runs"][0]["figures"]["runs"]
+    parallel, cached = figures["parallel2"]["speedup"], figures["cached"]["speedup"]
+    expected = "PASS" if parallel >= 1.8 and cached >= 50 else "MISS"
+    assert features["verdict"] == expected
+    assert f"2 workers {parallel:.2f}x; cached rerun {cached:.0f}x" in text
+    index = summary["benchmarks"]["index"]
+    sizes = sorted(run["figures"]["instances"] for run in index["runs"])
+    assert sizes[0] < sizes[-1]
+    rows = {run["figures"]["instances"]: run["figures"]["phases"] for run in index["runs"]}
+    assert all(rows[n]["workers2"]["x_loop_wall"] > 0 for n in sizes)
+    growth = rows[sizes[-1]]["workers2"]["peak_pss_mb"] / rows[sizes[0]]["workers2"]["peak_pss_mb"]
+    assert re.search(rf"build_index workers=2: .*\({growth:.2f}x\)", text)
+    e2e = summary["benchmarks"]["e2e"]["runs"][0]["figures"]
+    assert [run["patients"] for run in e2e["runs"]] == [1, 2]
+    assert all(run["ok"] for run in e2e["runs"])
+    assert "01_cohort" in e2e["growth"]
