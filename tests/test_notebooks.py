@@ -53,9 +53,9 @@ def test_notebooks_pass_nbval(tiny_run: dict[str, Any], tmp_path: Path) -> None:
         given = {k: v for k, v in notebook_params(params, path.stem).items() if k in declared}
         # As the runner resolves them, then absolute: nbval's kernel starts in the notebook's folder.
         resolved = runner._resolve_paths(given, tiny_run["root"])
+        root = tiny_run["root"]
         values = {
-            k: str((tiny_run["root"] / v).resolve()) if k.endswith(runner.PATH_SUFFIXES) and v and not is_shipped_file(v)
-            else v
+            k: str((root / v).resolve()) if k.endswith(runner.PATH_SUFFIXES) and v and not is_shipped_file(v) else v
             for k, v in resolved.items()
         }
         target = tmp_path / path.name
