@@ -21,7 +21,6 @@ import resource
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,7 +42,6 @@ from tests import fault_helpers as fh
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 
-MAX_SECONDS_PER_FILE = 10.0
 MAX_RSS_GROWTH = 1024**3  # bytes of peak resident memory a single file may add
 ORIGINAL_STUDY_DATE = "20190304"  # what fault_helpers writes; must be shifted by de-identification
 LEAK_STRINGS = (*fh.PHI_VALUES, ORIGINAL_STUDY_DATE)
@@ -138,15 +136,12 @@ def _peak_rss() -> int:
 
 
 def bounded(what: str, func: Callable[[], Any]) -> Any:
-    """Call ``func`` and check its wall time and the growth of this process's peak memory."""
+    """Call ``func`` and check the growth of this process's peak memory (speed is measured in benchmarks/)."""
     before = _peak_rss()
-    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = func()
-    seconds = time.perf_counter() - start
     grown = _peak_rss() - before
-    assert seconds < MAX_SECONDS_PER_FILE, f"{what}: {seconds:.1f} s for one file"
     assert grown < MAX_RSS_GROWTH, f"{what}: peak memory grew by {grown / 2**20:.0f} MiB for one file"
     return result
 
