@@ -19,7 +19,6 @@ Usage: ``python benchmarks/bench_e2e.py [--patients 120] [--factor 10] [--budget
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import shutil
@@ -28,47 +27,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import papermill as pm
 import yaml
 
 from pacs_workbench import runner
-from pacs_workbench.config import DEFAULT_PARAMS
 
 WORK = Path(__file__).resolve().parent / "_work" / "e2e"
-DEMO_PREFIX = "data/demo"
 SYNTH_STEP = "synthetic extract + key"
 # The notebook test's small cross-validation, for cohorts too small for the default one.
 SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100}
 
 
-def _retarget(value: Any, data_dir: Path) -> Any:
-    """Point a ``data/demo`` path (or every one inside a mapping) at ``data_dir``."""
-    if isinstance(value, str) and value.startswith(DEMO_PREFIX):
-        return str(data_dir / value.removeprefix(DEMO_PREFIX).lstrip("/"))
-    if isinstance(value, dict):
-        return {k: _retarget(v, data_dir) for k, v in value.items()}
-    return value
-
-
 def write_params(target: Path, data_dir: Path, notebooks: list[Path], *, small_model: bool) -> Path:
-    """The default parameter file with its ``data/demo`` paths pointed at ``data_dir``.
-
-    A notebook default that names a ``data/demo`` path the file does not set (the demo resolves
-    it against the repository) is pointed at ``data_dir`` too, so the run reads and writes only
-    there.
-    """
-    params: dict[str, Any] = _retarget(yaml.safe_load(DEFAULT_PARAMS.read_text(encoding="utf-8")), data_dir)
-    for path in notebooks:
-        section = params.setdefault(path.stem, {})
-        for name, spec in pm.inspect_notebook(str(path)).items():
-            if name in section or name in params.get("shared", {}):
-                continue
-            try:
-                default = ast.literal_eval(str(spec.get("default", "")))
-            except (ValueError, SyntaxError):
-                continue
-            if isinstance(default, str) and default.startswith(DEMO_PREFIX):
-                section[name] = _retarget(default, data_dir)
+    """The default parameter file with its ``data/demo`` paths pointed at ``data_dir``."""
+    params = runner.retarget_params(data_dir, notebooks)
     if small_model:
         params.setdefault("04_radiomics_model", {}).update(SMALL_MODEL)
     target.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

@@ -21,6 +21,16 @@ def _print_json(summary: Any) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
+def _add_parallel_args(
+    p: argparse.ArgumentParser,
+    default_workers: int | None = None,
+    what: str = "local worker processes (default: every core)",
+) -> None:
+    """``--workers`` and ``--scheduler``: every stage that runs over many items takes both."""
+    p.add_argument("--workers", type=int, default=default_workers, help=what)
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+
+
 # --- synth -------------------------------------------------------------------------------------
 
 
@@ -69,8 +79,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
         "src", nargs="+", help="folders to crawl, or PACS URLs: dicomweb+http://HOST:PORT/dicom-web, dimse://AET@HOST:PORT"
     )
     p.add_argument("--out", type=Path, required=True, help="folder for instances.parquet and errors.parquet")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: every core)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    _add_parallel_args(p)
     p.set_defaults(handler=_cmd_index)
 
 
@@ -211,8 +220,7 @@ def _add_deid(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--quarantine", type=Path, default=None, help="folder for refused files (default <DST>.quarantine)")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: every core)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    _add_parallel_args(p)
     p.add_argument(
         "--mapping",
         type=Path,
@@ -263,8 +271,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", type=Path, default=None, help="the identified source folder (its header PHI)")
     p.add_argument("--phi-list", type=Path, default=None, help="text file of known PHI strings, one a line")
     p.add_argument("--no-ocr", action="store_true", help="skip OCR of the images (faster, weaker)")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: every core)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    _add_parallel_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_audit)
 
@@ -313,8 +320,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
         help="pyradiomics parameter file, e.g. notebooks/params/radiomics/ct_default.yaml",
     )
     p.add_argument("--out", type=Path, required=True, help="features Parquet file to write")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: every core)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    _add_parallel_args(p)
     p.add_argument("--cache", type=Path, default=None, help="per-case cache folder (default: <OUT>.cache/)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the per-case cache")
     p.set_defaults(handler=_cmd_features)
@@ -379,8 +385,7 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select", type=int, default=None, help="keep the K best features by ANOVA F, in-fold")
     p.add_argument("--risk-cutoffs", default=None, help="LOW,HIGH probabilities for the risk strata")
     p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for CIs")
-    p.add_argument("--workers", type=int, default=1, help="local processes over folds (default 1)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    _add_parallel_args(p, default_workers=1, what="local processes over folds (default 1)")
     p.set_defaults(handler=_cmd_model)
 
 

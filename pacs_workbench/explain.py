@@ -1307,30 +1307,18 @@ def describe_model(model_dir: str | os.PathLike[str], review: ShapReview | None 
 
 def headline_metrics(model_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The headline metrics of each model in ``metrics.json`` (LightGBM and its baselines)."""
-    columns = ["model", "ROC AUC", "95% CI", "PR AUC", "Brier", "calibration slope"]
+    from pacs_workbench.modeling import metrics_table
+
     metrics = _read_metrics(model_dir)
-    if metrics is None:
-        return pd.DataFrame(columns=columns)
+    if metrics is None or not metrics.get("models"):
+        return pd.DataFrame()
     labels = {
         "lightgbm": "LightGBM (explained here)",
         "lightgbm_recalibrated": "LightGBM, recalibrated",
         "radiomics_lr": "L1 logistic regression, radiomics",
         "clinical_lr": "logistic regression, clinical only",
     }
-    rows = []
-    for name, m in (metrics.get("models") or {"lightgbm": metrics}).items():
-        lo, hi = (m.get("auc_ci") or [None, None])[:2]
-        rows.append(
-            [
-                labels.get(name, name),
-                _fmt(m.get("auc")),
-                f"{_fmt(lo)}-{_fmt(hi)}",
-                _fmt(m.get("pr_auc")),
-                _fmt(m.get("brier")),
-                _fmt(m.get("calibration_slope"), 2),
-            ]
-        )
-    return pd.DataFrame(rows, columns=columns)
+    return metrics_table(metrics).rename(index=labels)
 
 
 # --- scanner dependence --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ after it are marked not run.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import fcntl
 import hashlib
@@ -35,6 +36,7 @@ import papermill as pm
 from nbconvert import HTMLExporter
 from traitlets.config import Config
 
+from pacs_workbench.atomic import write_atomic as _write_atomic
 from pacs_workbench.atomic import write_text_atomic as _write_text_atomic
 from pacs_workbench.config import (
     DEFAULT_PARAMS,
@@ -187,11 +189,11 @@ def _path_replacements(base: Path, out_dir: Path) -> list[tuple[re.Pattern[str],
     return [(re.compile(re.escape(p) + r"(?=/|\b|$)"), r) for p, r in ordered]
 
 
-def scrub_paths(ipynb: Path, base: Path, out_dir: Path) -> None:
+def scrub_paths(ipynb: Path, base: Path, out_dir: Path) -> Any:
     """Rewrite absolute paths in an executed notebook (outputs and papermill metadata).
 
     Reports must name no home folder or user name; paths become relative to the run folder or
-    a named root (``<workbench>``, ``<python>``, ``<tmp>``).
+    a named root (``<workbench>``, ``<python>``, ``<tmp>``). Returns the rewritten notebook.
     """
     notebook = nbformat.read(ipynb, as_version=4)
     rules = _path_replacements(base, out_dir)
@@ -215,14 +217,17 @@ def scrub_paths(ipynb: Path, base: Path, out_dir: Path) -> None:
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = [nbformat.from_dict(clean(dict(o))) for o in cell.get("outputs", [])]
-    temp = ipynb.with_name(f".{ipynb.name}.{os.getpid()}.tmp")
-    nbformat.write(notebook, temp)
-    os.replace(temp, ipynb)
+    _write_atomic(ipynb, lambda temp: nbformat.write(notebook, temp))
+    return notebook
 
 
-def render_html(ipynb: Path, target: Path) -> None:
-    """Render an executed notebook for reviewers: code hidden unless tagged ``show-code``."""
-    notebook = nbformat.read(ipynb, as_version=4)
+def render_html(ipynb: Path, target: Path, notebook: Any = None) -> None:
+    """Render an executed notebook for reviewers: code hidden unless tagged ``show-code``.
+
+    ``notebook`` is the already-read content of ``ipynb``, when the caller has it.
+    """
+    if notebook is None:
+        notebook = nbformat.read(ipynb, as_version=4)
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -362,8 +367,7 @@ def run_notebooks(
             record.duration_s = round(time.monotonic() - start, 1)
             record.ended = _now()
             if executed.exists():
-                scrub_paths(executed, base, out)
-                render_html(executed, out / record.html)
+                render_html(executed, out / record.html, scrub_paths(executed, base, out))
             else:
                 record.html = ""
         provenance["ended"] = _now()
@@ -581,6 +585,40 @@ def prepare_demo_data(data_dir: Path, patients: int, seed: int) -> Path:
     if not key_file.exists():
         generate_key(key_file)
     return key_file
+
+
+DEMO_PREFIX = "data/demo"
+
+
+def _retarget(value: Any, data_dir: Path) -> Any:
+    """Point a ``data/demo`` path (or every one inside a mapping) at ``data_dir``."""
+    if isinstance(value, str) and value.startswith(DEMO_PREFIX):
+        return str(data_dir / value.removeprefix(DEMO_PREFIX).lstrip("/"))
+    if isinstance(value, dict):
+        return {k: _retarget(v, data_dir) for k, v in value.items()}
+    return value
+
+
+def retarget_params(data_dir: Path, notebooks: Sequence[Path] | None = None) -> dict[str, Any]:
+    """The default parameters with every ``data/demo`` path pointed at ``data_dir``.
+
+    A notebook default naming a ``data/demo`` path that the parameter file does not set is
+    pointed at ``data_dir`` too, so a run made from these parameters reads and writes only there
+    (tests and benchmarks use this to run the demo pipeline in a folder of their own).
+    """
+    params: dict[str, Any] = _retarget(load_params(DEFAULT_PARAMS), data_dir)
+    for path in notebooks if notebooks is not None else discover_notebooks():
+        section = params.setdefault(path.stem, {})
+        for name, spec in pm.inspect_notebook(str(path)).items():
+            if name in section or name in params.get("shared", {}):
+                continue
+            try:
+                default = ast.literal_eval(str(spec.get("default", "")))
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(default, str) and default.startswith(DEMO_PREFIX):
+                section[name] = _retarget(default, data_dir)
+    return params
 
 
 def run_demo(patients: int = 120, seed: int = 0) -> RunResult:

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from pacs_workbench import runner
-from pacs_workbench.config import DEFAULT_PARAMS
 
 PATIENTS = 12
 # Enough patients for a model, with a cross-validation small enough for a test.
 SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100}
-
-
-def _retarget(value: Any, data_dir: Path) -> Any:
-    """Point the default parameters' ``data/demo`` paths at the test's extract."""
-    if isinstance(value, str) and value.startswith("data/demo"):
-        return str(data_dir / value.removeprefix("data/demo").lstrip("/"))
-    if isinstance(value, dict):
-        return {k: _retarget(v, data_dir) for k, v in value.items()}
-    return value
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +20,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data_dir = root / "data"
     data_dir.mkdir()
     runner.prepare_demo_data(data_dir, patients=PATIENTS, seed=3)
-    params = _retarget(yaml.safe_load(DEFAULT_PARAMS.read_text()), data_dir)
+    params = runner.retarget_params(data_dir)
     params["04_radiomics_model"].update(SMALL_MODEL)
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
