@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from pacs_workbench import runner
+from pacs_workbench.runner import run as runner
 
 WORK = Path(__file__).resolve().parent / "_work" / "e2e"
 SYNTH_STEP = "synthetic extract + key"

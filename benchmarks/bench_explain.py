@@ -3,7 +3,7 @@
 Builds a radiomics-like table (``--cases`` cases, ``--features`` noisy features of which five carry
 the outcome, a vendor shift), fits the modeling stage once (1 repeat of 5 outer folds, saved
 models) in ``benchmarks/_work/explain/``, then times TreeSHAP on every fold's held-out cases with
-both implementations (best of ``--repeat``), a whole :func:`pacs_workbench.explain.run_explain`
+both implementations (best of ``--repeat``), a whole :func:`pacs_workbench.explain.review.run_explain`
 and its cached rerun. Prints seconds, cases per second and ratios against ``pred_contrib``, and
 the largest difference between the two implementations.
 
@@ -23,7 +23,8 @@ import lightgbm
 import numpy as np
 import pandas as pd
 
-from pacs_workbench import explain, modeling
+from pacs_workbench.explain import review as explain
+from pacs_workbench.radiomics import model as modeling
 
 WORK = Path(__file__).resolve().parent / "_work" / "explain"
 

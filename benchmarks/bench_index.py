@@ -192,8 +192,8 @@ class _Clock:
 def _phase_loop(data: Path, out: Path) -> tuple[int, _Clock]:
     import pandas as pd
 
-    from pacs_workbench import index
-    from pacs_workbench.dicomio import to_python
+    from pacs_workbench.cohort import index
+    from pacs_workbench.dicom.read import to_python
 
     keywords = list(index._KEYWORD_TAGS)
     rows: list[dict[str, Any]] = []
@@ -222,7 +222,7 @@ def _phase_loop(data: Path, out: Path) -> tuple[int, _Clock]:
 def _phase_index(data: Path, out: Path, workers: int, dask_workers: int) -> tuple[int, _Clock]:
     import pyarrow  # noqa: F401  (imported before the clock starts, as the loop imports pandas)
 
-    from pacs_workbench.index import build_index
+    from pacs_workbench.cohort.index import build_index
 
     if not dask_workers:
         with _Clock() as clock:
@@ -240,7 +240,7 @@ def _phase_index(data: Path, out: Path, workers: int, dask_workers: int) -> tupl
         # Cluster start-up and the workers' first imports are not part of indexing (forked
         # local workers inherit them; pyarrow imports pandas on its first conversion).
         with Client(cluster) as client:
-            for module in ("pandas", "pacs_workbench.index"):
+            for module in ("pandas", "pacs_workbench.cohort.index"):
                 client.run(importlib.import_module, module)
         with _Clock() as clock:
             summary = build_index([data], out, scheduler=cluster.scheduler_address, progress=False)
@@ -248,7 +248,7 @@ def _phase_index(data: Path, out: Path, workers: int, dask_workers: int) -> tupl
 
 
 def _phase_rerun(data: Path, out: Path) -> tuple[int, _Clock]:
-    from pacs_workbench.index import build_index
+    from pacs_workbench.cohort.index import build_index
 
     build_index([data], out, workers=1, progress=False)
     with _Clock() as clock:

@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests/orthanc.py holds the Orthanc start/stop logic
 
-from pacs_workbench import pacs  # noqa: E402
-from pacs_workbench.index import build_index  # noqa: E402
+from pacs_workbench.cohort.index import build_index  # noqa: E402
+from pacs_workbench.dicom import net as pacs  # noqa: E402
 from tests.orthanc import (  # noqa: E402
     OUR_AET,
     OrthancServer,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from pacs_workbench import preprocess
+from pacs_workbench.preprocess import pipeline as preprocess
 
 WORK = Path(__file__).resolve().parent / "_work" / "preprocess"
 PARAMS = {"target_spacing_mm": [1.0, 1.0, 1.0], "crop_margin_mm": 10.0}

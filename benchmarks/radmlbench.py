@@ -1,7 +1,7 @@
 """Modeling stage against published results on the radMLBench radiomics datasets.
 
 For each dataset in ``$PACS_WORKBENCH_REFERENCE/radmlbench/datasets/`` (gzip CSV: ``ID``,
-``Target``, features) this runs :func:`pacs_workbench.modeling.run_modeling`, the function behind
+``Target``, features) this runs :func:`pacs_workbench.radiomics.model.run_modeling`, the function behind
 ``pacs-workbench model``, with ``--label Target --group ID``, and prints the nested-CV AUC of the
 LightGBM model (and of the L1 logistic baseline) beside ``auc_final_30x10cv`` from
 ``radmlbench_datasets_and_aucs.csv``: the best of 616 pipelines under repeated 10-fold CV, chosen
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from pacs_workbench.config import reference_dir
-from pacs_workbench.modeling import ModelingConfig, run_modeling
+from pacs_workbench.core.params import reference_dir
+from pacs_workbench.radiomics.model import ModelingConfig, run_modeling
 
 LEAK_MARGIN = 0.05
 

@@ -86,7 +86,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 def _cmd_index(args: argparse.Namespace) -> int:
     import requests
 
-    from pacs_workbench.index import build_index
+    from pacs_workbench.cohort.index import build_index
 
     try:
         summary = build_index(args.src, args.out, workers=args.workers, scheduler=args.scheduler)
@@ -132,7 +132,7 @@ def _add_retrieve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from pacs_workbench.pacs import read_series_list, retrieve_series
+    from pacs_workbench.dicom.net import read_series_list, retrieve_series
 
     summary = retrieve_series(
         args.pacs,
@@ -327,7 +327,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from pacs_workbench.features import extract_features
+    from pacs_workbench.radiomics.features import extract_features
 
     try:
         frame = extract_features(
@@ -390,7 +390,7 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
-    from pacs_workbench.modeling import ModelingConfig, ModelingError, run_modeling
+    from pacs_workbench.radiomics.model import ModelingConfig, ModelingError, run_modeling
 
     def columns(text: str) -> tuple[str, ...]:
         return tuple(c.strip() for c in text.split(",") if c.strip())
@@ -450,7 +450,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pacs_workbench.runner import run_notebooks
+    from pacs_workbench.runner.run import run_notebooks
 
     result = run_notebooks(params_file=args.params, out_dir=args.out)
     print(f"report: {result.index_html}")
@@ -472,7 +472,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pacs_workbench.runner import run_demo
+    from pacs_workbench.runner.run import run_demo
 
     result = run_demo(patients=args.patients, seed=args.seed)
     print(f"report: {result.index_html}")

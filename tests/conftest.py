@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pacs_workbench import runner
+from pacs_workbench.runner import run as runner
 
 PATIENTS = 12
 # Enough patients for a model, with a cross-validation small enough for a test.

@@ -29,9 +29,9 @@ import pydicom
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from pacs_workbench import features
+from pacs_workbench.radiomics import features
 from tests import fault_helpers as fh
-from tests.test_features import write_case
+from tests.radiomics.test_features import write_case
 
 pytestmark = pytest.mark.slow
 
@@ -259,7 +259,7 @@ def test_feature_rerun_removes_temporaries_of_a_killed_run_only(cases_csv: Path,
 RUN_SNIPPET = """
 import sys
 from pathlib import Path
-from pacs_workbench.runner import run_notebooks
+from pacs_workbench.runner.run import run_notebooks
 params, out, base, *notebooks = sys.argv[1:]
 result = run_notebooks(params, out, notebooks=[Path(p) for p in notebooks], base_dir=Path(base))
 sys.exit(0 if result.ok else 1)
@@ -415,7 +415,7 @@ def test_two_feature_runs_sharing_a_cache_agree(cases_csv: Path, tmp_path: Path)
 def test_retrieve_interrupted_by_a_stopped_pacs_reports_the_missing_series_and_resumes(
     extract: Path, tmp_path: Path
 ) -> None:
-    from pacs_workbench import pacs
+    from pacs_workbench.dicom import net as pacs
     from tests.orthanc import restart, start_orthanc
 
     files = sorted((extract / "dicom").rglob("*.dcm"))

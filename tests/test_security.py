@@ -19,7 +19,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from pacs_workbench.config import REPO_ROOT
+from pacs_workbench.core.params import REPO_ROOT
 from pacs_workbench.deid.pseudonym import generate_key
 from tests import fault_helpers as fh
 

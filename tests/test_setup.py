@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 import yaml
 
-from pacs_workbench.config import REPO_ROOT
+from pacs_workbench.core.params import REPO_ROOT
 
 
 def _norm(name: str) -> str:

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pacs_workbench.core.executor import map_items
 from pacs_workbench.deid.profile import (
     CODE_TO_OPTION,
     REMOVE_UNLISTED,
@@ -55,7 +56,6 @@ from pacs_workbench.deid.profile import (
     tag_label,
 )
 from pacs_workbench.deid.text import AUDIT_KINDS, GENERIC_WORDS, iter_identifying_values, phi_variants
-from pacs_workbench.executor import map_items
 
 MIN_TERM = 4
 MIN_BULK_TERM = 8
@@ -367,7 +367,7 @@ def _check_elements(
 
 def _vr_mismatch(tag: int, vr: str) -> bool:
     """Whether an encoded ``vr`` is not a DICOM VR, or not the dictionary VR of a public ``tag``."""
-    from pacs_workbench.deid.rawdicom import VALID_VRS, dictionary_vrs
+    from pacs_workbench.dicom.raw import VALID_VRS, dictionary_vrs
 
     if " or " in vr:
         return False  # pydicom's own ambiguous VR: nothing was encoded
@@ -585,7 +585,7 @@ def audit_folder(
     ocr
         OCR the images that could carry text.
     workers, scheduler
-        Parallelism (:func:`~pacs_workbench.executor.map_items`).
+        Parallelism (:func:`~pacs_workbench.core.executor.map_items`).
     progress
         Show progress bars.
 

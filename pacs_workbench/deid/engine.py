@@ -7,7 +7,7 @@ has its items cleaned), ``C`` cleans (dates shifted, text cleaned, AE titles
 pseudonymized, sequences cleaned item by item). Attributes outside Table E.1-1 are
 kept only when on the keep-list; private elements only when safe (E.3.10-1).
 
-It works on the encoded bytes (:mod:`~pacs_workbench.deid.rawdicom`): kept elements are
+It works on the encoded bytes (:mod:`~pacs_workbench.dicom.raw`): kept elements are
 copied byte for byte (so Pixel Data that needs no cleaning is byte-identical), changed
 ones are encoded anew, and the output is a function of key, options and input bytes
 alone (no clock, no random numbers), so the same input always gives the same file.
@@ -63,7 +63,8 @@ from pacs_workbench.deid.profile import (
 )
 from pacs_workbench.deid.pseudonym import digest, keyed_int
 from pacs_workbench.deid.pseudonym import pseudonymize as _pseudonymize
-from pacs_workbench.deid.rawdicom import (
+from pacs_workbench.deid.text import KNOWN_PHI_KEYWORDS, Scrubber, build_scrubber, clean_text, known_phi_terms
+from pacs_workbench.dicom.raw import (
     PIXEL_DATA,
     Element,
     RawFormatError,
@@ -74,7 +75,6 @@ from pacs_workbench.deid.rawdicom import (
     pad,
     read_file,
 )
-from pacs_workbench.deid.text import KNOWN_PHI_KEYWORDS, Scrubber, build_scrubber, clean_text, known_phi_terms
 
 DATE_OFFSET_MIN_DAYS = 30
 DATE_OFFSET_MAX_DAYS = 365

@@ -17,7 +17,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from pacs_workbench.config import KEY_FILE_ENV
+from pacs_workbench.core.params import KEY_FILE_ENV
 
 KEY_BYTES = 32
 

@@ -48,10 +48,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from pacs_workbench.core.executor import map_items
 from pacs_workbench.deid.engine import COUNT_FIELDS, Deidentifier, DeidError
 from pacs_workbench.deid.profile import TABLE_EDITION, format_options, parse_options
 from pacs_workbench.deid.pseudonym import load_key
-from pacs_workbench.executor import map_items
 
 LOG_NAME = "deid_log.parquet"
 ACTIONS_NAME = "deid_actions.parquet"
@@ -405,7 +405,7 @@ def deidentify_folder(
     quarantine
         Folder for refused files (default ``<dst>.quarantine``); never inside ``dst``.
     workers, scheduler
-        Local processes, or a Dask scheduler address (:func:`~pacs_workbench.executor.map_items`);
+        Local processes, or a Dask scheduler address (:func:`~pacs_workbench.core.executor.map_items`);
         Dask workers must see ``src``, ``dst``, the quarantine and the key file at the same
         paths (each worker reads the key itself, so the key never travels in a task).
     mapping

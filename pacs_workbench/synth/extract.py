@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pacs_workbench.executor import map_items
+from pacs_workbench.core.executor import map_items
 from pacs_workbench.synth import dicom_writer as dw
 from pacs_workbench.synth.common import TMP_PREFIX, derive_rng, safe_component, write_atomic, write_text_atomic
 from pacs_workbench.synth.ehr import EHR_COLUMNS, build_bundle, bundle_json, ehr_row
@@ -389,7 +389,7 @@ def generate(
     seed
         Random seed; the same seed always writes the same bytes.
     workers, scheduler
-        Parallelism for :func:`pacs_workbench.executor.map_items` (default: every core).
+        Parallelism for :func:`pacs_workbench.core.executor.map_items` (default: every core).
     progress
         Show a progress bar.
 

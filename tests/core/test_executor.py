@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pacs_workbench.core.executor import map_items
+
+
+def square_with_pid(x: int) -> tuple[int, int, int]:
+    return x, x * x, os.getpid()
+
+
+def test_serial_keeps_order_and_runs_in_process() -> None:
+    results = list(map_items(square_with_pid, range(5), workers=1, progress=False))
+    assert [r[0] for r in results] == [0, 1, 2, 3, 4]
+    assert {r[2] for r in results} == {os.getpid()}
+
+
+def test_process_pool_uses_other_processes_and_loses_nothing() -> None:
+    results = list(map_items(square_with_pid, range(50), workers=2, max_in_flight=3, progress=False))
+    assert sorted(r[1] for r in results) == [x * x for x in range(50)]
+    assert os.getpid() not in {r[2] for r in results}
+
+
+@pytest.mark.slow
+def test_dask_scheduler_gives_same_results() -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        results = list(map_items(square_with_pid, range(20), scheduler=cluster.scheduler_address, progress=False))
+    assert sorted(r[1] for r in results) == [x * x for x in range(20)]

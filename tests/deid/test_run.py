@@ -1,0 +1,265 @@
+"""Folder de-identification, quarantine, logs, escrow, determinism, the audit and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+from pydicom.encaps import encapsulate
+
+from pacs_workbench.cli import main
+from pacs_workbench.deid.audit import audit_folder
+from pacs_workbench.deid.engine import COUNT_FIELDS, dataset_bytes
+from pacs_workbench.deid.pseudonym import generate_key
+from pacs_workbench.deid.run import DeidRunError, deidentify_folder
+from tests.deid.fixtures import (
+    ALICE,
+    BOB,
+    StudySpec,
+    make_dose_screen,
+    phi_strings,
+    study_datasets,
+    write_tree,
+)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def extract(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two patients (one with two studies), SEG, RTSTRUCT, a dose screen, and bad inputs."""
+    root = tmp_path_factory.mktemp("deid")
+    src = root / "src"
+    datasets = (
+        study_datasets(StudySpec(ALICE, "20200115", "ACC7781203"), dose=True, seg=True, rt=True)
+        + study_datasets(StudySpec(ALICE, "20210302", "ACC7781999"))
+        + study_datasets(StudySpec(BOB, "20191120", "ACC5512001"), rt=True)
+    )
+    write_tree(src, datasets)
+    bad = src / "Kowalczyk_Beatrix_MRN4471023" / "junk"
+    bad.mkdir(parents=True)
+    (bad / "notes Kowalczyk.txt").write_text("not DICOM: Beatrix Kowalczyk MRN4471023")
+    good = next(src.rglob("*_CT.dcm")).read_bytes()
+    (bad / "truncated.dcm").write_bytes(good[: len(good) // 2])
+    nodecoder = make_dose_screen(StudySpec(BOB, "20191120", "ACC5512001"), rgb=False)
+    nodecoder.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\x00" * 60 + b"\xff\xd9"])
+    nodecoder["PixelData"].VR = "OB"
+    nodecoder.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"
+    (bad / "lossless.dcm").write_bytes(dataset_bytes(nodecoder))
+    key = generate_key(root / "project.key")
+    phi = root / "phi.txt"
+    phi.write_text("\n".join(phi_strings()) + "\n")
+    dst = root / "dst"
+    summary = deidentify_folder(src, dst, key_file=key, mapping=root / "escrow.csv", workers=2, progress=False)
+    return {"root": root, "src": src, "dst": dst, "key": key, "phi": phi, "summary": summary}  # type: ignore[dict-item]
+
+
+def test_every_input_is_accounted_for(extract: dict) -> None:
+    src, dst, root = extract["src"], extract["dst"], extract["root"]
+    files = [p for p in src.rglob("*") if p.is_file()]
+    log = pd.read_parquet(dst / "deid_log.parquet")
+    assert len(log) == len(files) == extract["summary"]["files"]
+    assert set(log["source_sha256"]) == {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    assert {"source_sha256", "outcome", "output", "reason", *COUNT_FIELDS} <= set(log.columns)
+    quarantined = log[log["outcome"] == "quarantined"]
+    reasons = " | ".join(sorted(quarantined["reason"]))
+    assert len(quarantined) == 3
+    assert "not DICOM" in reasons and "truncated" in reasons and "no pixel decoder" in reasons
+    quarantine = root / "dst.quarantine"
+    for sha in quarantined["source_sha256"]:
+        assert (quarantine / f"{sha}.dcm").is_file() and (quarantine / f"{sha}.reason.txt").is_file()
+    written = log[log["outcome"] == "written"]
+    for rel in written["output"]:
+        assert (dst / rel).is_file()
+    assert written["n_pixel_boxes"].sum() > 0 and written["n_private_removed"].sum() > 0
+    assert written["n_uid_replaced"].min() > 0 and written["n_dates_shifted"].sum() > 0
+
+
+def test_output_names_are_pseudonymous(extract: dict) -> None:
+    dst = extract["dst"]
+    for path in dst.rglob("*.dcm"):
+        parts = path.relative_to(dst).parts
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert list(parts) == [ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID + ".dcm"]
+    names = " ".join(p.name for p in dst.rglob("*"))
+    for phi in ("Kowalczyk", "MRN4471023", "ACC7781203", "20200115", "Okonkwo"):
+        assert phi not in names
+    assert len({p.parts[len(dst.parts)] for p in dst.rglob("*.dcm")}) == 2  # two patients
+    for name in ("deid_log.parquet", "deid_actions.parquet", "deid_run.json"):
+        data = (dst / name).read_bytes()
+        for phi in ("Kowalczyk", "MRN4471023", "ACC7781203", "Okonkwo"):
+            assert phi.encode() not in data
+    actions = pd.read_parquet(dst / "deid_actions.parquet")
+    assert list(actions.columns) == ["tag", "keyword", "action", "count"]
+    assert ((actions["keyword"] == "PatientAddress") & (actions["action"] == "X")).any()
+
+
+def test_escrow_mapping(extract: dict, tmp_path: Path) -> None:
+    escrow = extract["root"] / "escrow.csv"
+    assert oct(escrow.stat().st_mode & 0o777) == "0o600"
+    table = pd.read_csv(escrow)
+    assert set(table["kind"]) == {"PatientID", "AccessionNumber", "UID"}
+    patients = table[table["kind"] == "PatientID"].set_index("original")["pseudonym"]
+    assert patients[ALICE.mrn] != patients[BOB.mrn]
+    with pytest.raises(DeidRunError, match="inside the output"):
+        deidentify_folder(extract["src"], tmp_path / "d", key_file=extract["key"], mapping=tmp_path / "d" / "m.csv")
+    with pytest.raises(DeidRunError, match="quarantine"):
+        deidentify_folder(extract["src"], tmp_path / "d", key_file=extract["key"], quarantine=tmp_path / "d" / "q")
+    with pytest.raises(DeidRunError, match="inside the source"):
+        deidentify_folder(extract["src"], extract["src"] / "out", key_file=extract["key"])
+
+
+def test_same_key_same_bytes_and_resume(extract: dict, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    deidentify_folder(extract["src"], again, key_file=extract["key"], workers=1, progress=False)
+    assert _tree_digest(again) == _tree_digest(extract["dst"])
+    # a run killed part way: outputs missing, a temporary file left behind; rerun finishes the job
+    outputs = sorted(again.rglob("*.dcm"))
+    for path in outputs[::2]:
+        path.unlink()
+    (outputs[1].parent / f".{outputs[1].name}.999.deid-tmp").write_bytes(b"partial")
+    deidentify_folder(extract["src"], again, key_file=extract["key"], workers=2, progress=False)
+    assert _tree_digest(again) == _tree_digest(extract["dst"])
+    # another key: other pseudonyms
+    other_key = generate_key(tmp_path / "other.key")
+    other = tmp_path / "other"
+    deidentify_folder(extract["src"], other, key_file=other_key, progress=False)
+    ours = {p.name for p in extract["dst"].iterdir() if p.is_dir()}
+    theirs = {p.name for p in other.iterdir() if p.is_dir()}
+    assert ours and theirs and not ours & theirs
+
+
+def test_audit_clean_then_planted_leaks(extract: dict, tmp_path: Path) -> None:
+    summary = audit_folder(extract["dst"], source=extract["src"], phi_list=extract["phi"], progress=False)
+    assert summary["ok"], summary["findings_by_category"]
+    assert summary["files_checked"] > 0 and summary["images_ocr_checked"] >= 1
+    assert summary["dangling_references"] == 0
+    leaky = tmp_path / "leaky"
+    shutil.copytree(extract["dst"], leaky)
+    target = next(leaky.rglob("*.dcm"))
+    ds = pydicom.dcmread(target)
+    ds.ImageComments = f"seen by {ALICE.first} {ALICE.last}"
+    ds.PatientAddress = "somewhere"
+    ds.private_block(0x0011, "GEMS_PATI_01", create=True).add_new(0x12, "LO", "something")
+    ds.save_as(target)
+    (leaky / "extra" / f"{ALICE.mrn}.txt").parent.mkdir()
+    (leaky / "extra" / f"{ALICE.mrn}.txt").write_text("x")
+    found = audit_folder(leaky, phi_list=extract["phi"], ocr=False, progress=False)
+    assert not found["ok"]
+    categories = found["findings_by_category"]
+    assert {"phi_bytes", "phi_filename", "profile_violation", "private_element"} <= set(categories)
+    text = json.dumps(found)
+    for phi in ("Kowalczyk", "Beatrix", ALICE.mrn):
+        assert phi not in text  # findings never echo the PHI
+
+
+def test_cli_end_to_end(extract: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "cli.key"
+    assert main(["keygen", str(key)]) == 0
+    out = tmp_path / "cli_out"
+    rc = main(["deid", str(extract["src"]), "--out", str(out), "--key-file", str(key), "--workers", "1", "--quiet"])
+    assert rc == 0
+    capsys.readouterr()
+    rc = main(["audit", str(out), "--phi-list", str(extract["phi"]), "--workers", "1", "--quiet", "--no-ocr"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["ok"]
+    (out / "leak.txt").write_text(f"{ALICE.last}^{ALICE.first}")
+    assert main(["audit", str(out), "--phi-list", str(extract["phi"]), "--quiet", "--no-ocr"]) == 1
+    assert main(["deid", str(extract["src"]), "--out", str(out), "--key-file", str(key), "--options", "nope"]) == 2
+    os.environ.pop("PACS_WORKBENCH_KEY_FILE", None)
+
+
+@pytest.mark.slow
+def test_synthetic_extract_has_no_residual_phi(tmp_path: Path) -> None:
+    synth = pytest.importorskip("pacs_workbench.synth")
+    if not hasattr(synth, "generate"):
+        pytest.skip("pacs_workbench.synth.generate is not available yet")
+    synth.generate(tmp_path / "extract", patients=3, seed=0)
+    key = generate_key(tmp_path / "project.key")
+    dst = tmp_path / "deid"
+    summary = deidentify_folder(tmp_path / "extract" / "dicom", dst, key_file=key, workers=2, progress=False)
+    assert summary["quarantined"] == 0 and summary["written"] == summary["files"]
+    audit = audit_folder(
+        dst,
+        source=tmp_path / "extract" / "dicom",
+        phi_list=tmp_path / "extract" / "truth" / "phi_values.txt",
+        workers=2,
+        progress=False,
+    )
+    assert audit["ok"], audit["findings_by_category"]
+    assert audit["images_ocr_checked"] >= 1 and audit["phi_terms"] > 0
+
+
+def test_duplicate_instances_and_split_pseudonyms(extract: dict, tmp_path: Path) -> None:
+    ct = study_datasets(StudySpec(ALICE, "20200115", "ACC7781203"), n_ct=1)[0]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.dcm").write_bytes(dataset_bytes(ct))
+    (src / "a_copy.dcm").write_bytes(dataset_bytes(ct))  # an identical copy is harmless
+    ct.InstanceNumber = 7  # same SOP Instance UID, different content
+    (src / "b.dcm").write_bytes(dataset_bytes(ct))
+    dst = tmp_path / "dst"
+    summary = deidentify_folder(src, dst, key_file=extract["key"], progress=False)
+    # the content with the smaller sha256 wins (with its identical copy, if it has one)
+    assert summary["written"] + summary["quarantined"] == 3 and summary["quarantined"] in (1, 2)
+    assert list(summary["quarantine_reasons"]) == ["duplicate SOP Instance UID with different content"]
+    assert len(list(dst.rglob("*.dcm"))) == 1
+    # the same patient under two keys in one folder: the audit sees one person split in two
+    other = tmp_path / "other"
+    deidentify_folder(src, other, key_file=generate_key(tmp_path / "k2.key"), progress=False)
+    for path in other.rglob("*.dcm"):
+        target = dst / path.relative_to(other)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    found = audit_folder(dst, source=src, ocr=False, progress=False)
+    assert "pseudonym_split" in found["findings_by_category"]
+
+
+def test_short_digit_fragments_are_not_searched_as_phi() -> None:
+    from pacs_workbench.deid.audit import build_matcher, usable_term
+
+    # An ID fragment must not flag coordinates such as (0020,0032) "-139.4374".
+    assert not usable_term("4374")
+    assert usable_term("H1234567") and usable_term("19560312") and usable_term("KOWALCZYK")
+    matcher = build_matcher({t: "id" for t in ["4374", "H1234567"] if usable_term(t)})
+    assert matcher.find(b"-43.9043\\-139.4374") == []
+    assert matcher.find(b"MRN H1234567 ") != []
+
+
+def test_audit_flags_an_element_whose_vr_disagrees_with_the_dictionary(extract: dict, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    shutil.copytree(extract["dst"], wrong)
+    target = next(p for p in wrong.rglob("*.dcm") if b"\x08\x00\x20\x00DA" in p.read_bytes())
+    target.write_bytes(target.read_bytes().replace(b"\x08\x00\x20\x00DA", b"\x08\x00\x20\x00UL", 1))
+    found = audit_folder(wrong, ocr=False, progress=False)
+    assert not found["ok"]
+    assert found["findings_by_category"].get("vr_mismatch") == 1
+    assert next(f["tag"] for f in found["findings"] if f["category"] == "vr_mismatch").startswith("(0008,0020)")
+
+
+def test_rerun_removes_only_temporaries_of_processes_that_are_gone(extract: dict, tmp_path: Path) -> None:
+    dst, quarantine = tmp_path / "dst", tmp_path / "q"
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    dead = [folder / "x" / f".a.dcm.{finished.pid}.deid-tmp" for folder in (dst, quarantine)]
+    live = dst / "y" / f".b.dcm.{os.getpid()}.deid-tmp"  # a concurrent run still writing
+    for path in [*dead, live]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    deidentify_folder(extract["src"], dst, key_file=extract["key"], quarantine=quarantine, progress=False)
+    assert not any(p.exists() for p in dead)
+    assert live.exists()
