@@ -1,34 +1,85 @@
-"""Writing outputs so that nothing is ever half-written, and telling stale temp files from live ones.
+"""The one way the workbench writes and hashes files: nothing is ever half-written.
 
 Every stage writes through :func:`write_atomic`: the content goes to a temporary file in the
-target's folder and is renamed over the target, so a reader (or a rerun after a kill) sees the
-old file or the new one, never a partial one.
+target's folder, is flushed to disk and renamed over the target, so a reader (or a rerun after a
+kill) sees the old file or the new one, never a partial one. On any failure the temporary file is
+removed. Temporary files are named ``.<target>.<pid>-<random>.tmp``: the pid tells a killed run's
+leftovers (:func:`remove_stale_temp_files`) from the files of a run still writing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+
+TEMP_SUFFIX = ".tmp"
+_TEMP_PID = re.compile(r"\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+_CHUNK = 1 << 20
 
 
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(temp)`` for a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_DEFAULT_MODE = 0o666 & ~_umask()
+
+
+def temp_prefix(path: Path) -> str:
+    """The prefix of the temporary files written for ``path`` by this process."""
+    return f".{path.name}.{os.getpid()}-"
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object], *, mode: int | None = None) -> None:
+    """Call ``write(temp)`` for a temporary file beside ``path``, then rename it to ``path``.
+
+    Parameters
+    ----------
+    path
+        The target; its folder is created when missing.
+    write
+        Writes the complete content to the path it is given.
+    mode
+        Permission bits of the result; by default what a plain ``open`` would give (``0o666``
+        less the umask). Pass ``0o600`` for secrets.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
+    temp = Path(tmp)
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
+        write(temp)
+        with open(temp, "rb+") as handle:  # the bytes reach the disk before the name does
+            os.fsync(handle.fileno())
+        os.chmod(temp, _DEFAULT_MODE if mode is None else mode)
+        os.replace(temp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 text to ``path`` atomically."""
-    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    write_atomic(path, lambda temp: temp.write_bytes(data), mode=mode)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 text to ``path`` atomically (line ends as given)."""
+    write_atomic(path, lambda temp: temp.write_bytes(text.encode("utf-8")))
+
+
+def write_json_atomic(path: str | os.PathLike[str], payload: Any, **dumps: Any) -> None:
+    """Write ``payload`` as JSON to ``path`` atomically; ``dumps`` go to :func:`json.dumps`."""
+    write_text_atomic(path, json.dumps(payload, **dumps))
 
 
 def pid_alive(pid: int) -> bool:
@@ -40,3 +91,40 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def temp_file_owner(path: Path) -> int | None:
+    """The pid in a temporary file's name, or ``None`` for a name :func:`write_atomic` did not make."""
+    match = _TEMP_PID.search(path.name)
+    return int(match.group(1)) if match else None
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], pattern: str = ".*.tmp") -> int:
+    """Delete the temporary files that a killed run left in ``folder``; those of live processes stay.
+
+    Returns the number of files removed.
+    """
+    removed = 0
+    for path in Path(folder).glob(pattern):
+        owner = temp_file_owner(path)
+        if owner is not None and not pid_alive(owner):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, as hex (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_files(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """One SHA-256 over several files' contents, in the order given (names do not count)."""
+    total = hashlib.sha256()
+    for path in paths:
+        total.update(bytes.fromhex(sha256_file(path)))
+    return total.hexdigest()
