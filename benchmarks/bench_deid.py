@@ -137,8 +137,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per tool; the best is reported (default 2)")
     args = parser.parse_args()
 
+    from pacs_workbench.core.pseudonym import generate_key
     from pacs_workbench.deid.audit import leaked_phi_strings
-    from pacs_workbench.deid.pseudonym import generate_key
 
     extract = make_extract(args.patients)
     key = WORK / "bench.key"

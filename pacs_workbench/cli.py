@@ -177,7 +177,7 @@ def _add_keygen(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from pacs_workbench.deid.pseudonym import generate_key
+    from pacs_workbench.core.pseudonym import generate_key
 
     try:
         path = generate_key(args.file)
@@ -232,8 +232,8 @@ def _add_deid(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_deid(args: argparse.Namespace) -> int:
+    from pacs_workbench.core.pseudonym import KeyFileError
     from pacs_workbench.deid.profile import OptionsError
-    from pacs_workbench.deid.pseudonym import KeyFileError
     from pacs_workbench.deid.run import DeidRunError, deidentify_folder
 
     try:

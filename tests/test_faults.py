@@ -54,7 +54,7 @@ def extract(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pacs_workbench.deid.pseudonym import generate_key
+    from pacs_workbench.core.pseudonym import generate_key
 
     return generate_key(tmp_path_factory.mktemp("key") / "project.key")
 

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pacs_workbench.cohort.index import build_index, index_files
-from pacs_workbench.deid.pseudonym import generate_key
+from pacs_workbench.core.pseudonym import generate_key
 from pacs_workbench.deid.run import FileTask, deidentify_file
 from pacs_workbench.preprocess.pipeline import SeriesError, inspect_series, read_series
 from pacs_workbench.preprocess.series import read_header

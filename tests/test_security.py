@@ -20,7 +20,7 @@ import nbformat
 import pytest
 
 from pacs_workbench.core.params import REPO_ROOT
-from pacs_workbench.deid.pseudonym import generate_key
+from pacs_workbench.core.pseudonym import generate_key
 from tests import fault_helpers as fh
 
 # Folders of a run's data that hold de-identified or derived data only (no identified zone:

@@ -33,7 +33,7 @@ import yaml
 from pacs_workbench.cohort import vocab
 from pacs_workbench.cohort.ehr import EhrLinkage, IdentifierLeakError, cohort_columns
 from pacs_workbench.core.files import write_atomic as _write_atomic
-from pacs_workbench.deid.pseudonym import pseudonymize
+from pacs_workbench.core.pseudonym import pseudonymize
 
 # SOP classes of cross-sectional CT/MR images; localizers, SEG, RTSTRUCT and secondary
 # captures are not cohort series.
@@ -605,7 +605,7 @@ def build_cohort(
     criteria
         Inclusion criteria.
     key
-        Project key from :func:`pacs_workbench.deid.pseudonym.load_key`.
+        Project key from :func:`pacs_workbench.core.pseudonym.load_key`.
     ehr, reports
         Linked EHR and reports (see :func:`annotate_series`).
     user_vocab

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pacs_workbench.deid.pseudonym import pseudonymize
+from pacs_workbench.core.pseudonym import pseudonymize
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -506,7 +506,7 @@ def link_ehr(ehr: EhrTable | pd.DataFrame, studies: pd.DataFrame, key: bytes) ->
     studies
         Imaging studies (identified zone): ``PatientID``, ``StudyInstanceUID``, ``StudyDate``.
     key
-        Project key from :func:`pacs_workbench.deid.pseudonym.load_key`.
+        Project key from :func:`pacs_workbench.core.pseudonym.load_key`.
 
     Returns
     -------

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pacs_workbench.deid.pseudonym import pseudonymize
+from pacs_workbench.core.pseudonym import pseudonymize
 
 # --- vocabularies ------------------------------------------------------------------------------
 

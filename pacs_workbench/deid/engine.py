@@ -49,6 +49,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, AllTransferSyntaxes
 
 from pacs_workbench import __version__
+from pacs_workbench.core.pseudonym import digest, keyed_int
+from pacs_workbench.core.pseudonym import pseudonymize as _pseudonymize
 from pacs_workbench.deid.pixels import PixelCleaningError, PixelResult, assess_pixel_risk, clean_pixel_data
 from pacs_workbench.deid.profile import (
     KEEP_LISTED,
@@ -61,8 +63,6 @@ from pacs_workbench.deid.profile import (
     method_codes,
     tag_label,
 )
-from pacs_workbench.deid.pseudonym import digest, keyed_int
-from pacs_workbench.deid.pseudonym import pseudonymize as _pseudonymize
 from pacs_workbench.deid.text import KNOWN_PHI_KEYWORDS, Scrubber, build_scrubber, clean_text, known_phi_terms
 from pacs_workbench.dicom.raw import (
     PIXEL_DATA,
@@ -158,7 +158,7 @@ class DeidError(ValueError):
 
 @lru_cache(maxsize=1 << 14)
 def pseudonymize(key: bytes, value: str, namespace: str = "patient") -> str:
-    """:func:`~pacs_workbench.deid.pseudonym.pseudonymize`, cached (a patient's files repeat it)."""
+    """:func:`~pacs_workbench.core.pseudonym.pseudonymize`, cached (a patient's files repeat it)."""
     return _pseudonymize(key, value, namespace=namespace)
 
 
@@ -381,7 +381,7 @@ class Deidentifier:
     Parameters
     ----------
     key
-        The project key (:func:`~pacs_workbench.deid.pseudonym.load_key`).
+        The project key (:func:`~pacs_workbench.core.pseudonym.load_key`).
     options
         PS3.15 options in force (default: the research default).
 

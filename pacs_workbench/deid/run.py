@@ -49,9 +49,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pacs_workbench.core.executor import map_items
+from pacs_workbench.core.pseudonym import load_key
 from pacs_workbench.deid.engine import COUNT_FIELDS, Deidentifier, DeidError
 from pacs_workbench.deid.profile import TABLE_EDITION, format_options, parse_options
-from pacs_workbench.deid.pseudonym import load_key
 
 LOG_NAME = "deid_log.parquet"
 ACTIONS_NAME = "deid_actions.parquet"

@@ -1064,7 +1064,7 @@ def _pseudonymizer(
     the workbench; without a key a random key for this scan only keeps patients apart without
     identifying them (scope ``run``).
     """
-    from pacs_workbench.deid.pseudonym import KeyFileError, load_key, pseudonymize
+    from pacs_workbench.core.pseudonym import KeyFileError, load_key, pseudonymize
 
     ids = {r.PatientID for r in records}
     all_removed = all(r.PatientIdentityRemoved == "YES" for r in records)

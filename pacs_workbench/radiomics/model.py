@@ -1245,7 +1245,7 @@ def compare_with_truth(
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    from pacs_workbench.deid.pseudonym import pseudonymize
+    from pacs_workbench.core.pseudonym import pseudonymize
 
     truth = truth_patients.assign(
         group=[pseudonymize(key, str(v), "patient") for v in truth_patients["PatientID"]]

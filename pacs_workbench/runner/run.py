@@ -571,7 +571,7 @@ def prepare_demo_data(data_dir: Path, patients: int, seed: int) -> Path:
     Returns the key file's path. An extract made with other settings is replaced together with
     everything derived from it (and its key: synthetic pseudonyms need no continuity).
     """
-    from pacs_workbench.deid.pseudonym import generate_key
+    from pacs_workbench.core.pseudonym import generate_key
     from pacs_workbench.synth import generate
 
     marker = data_dir / "demo.json"

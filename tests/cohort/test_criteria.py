@@ -13,7 +13,7 @@ from pacs_workbench.cohort.criteria import CohortCriteria
 from pacs_workbench.cohort.ehr import IdentifierLeakError
 from pacs_workbench.cohort.index import build_index
 from pacs_workbench.core.params import NOTEBOOK_DIR
-from pacs_workbench.deid.pseudonym import generate_key, load_key, pseudonymize
+from pacs_workbench.core.pseudonym import generate_key, load_key, pseudonymize
 from tests.orthanc import OrthancServer, orthanc_server
 
 __all__ = ["orthanc_server"]  # the fixture is used by name

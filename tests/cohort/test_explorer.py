@@ -14,7 +14,7 @@ from pacs_workbench.cohort import ehr
 from pacs_workbench.cohort import explorer as widgets
 from pacs_workbench.cohort.criteria import CohortCriteria
 from pacs_workbench.core.params import load_params
-from pacs_workbench.deid.pseudonym import generate_key, load_key, pseudonymize
+from pacs_workbench.core.pseudonym import generate_key, load_key, pseudonymize
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 # (patient, study, series, date, images, vendor, kernel, thickness, DICOM age)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pacs_workbench.cohort import report_mining as rt
-from pacs_workbench.deid.pseudonym import pseudonymize
+from pacs_workbench.core.pseudonym import pseudonymize
 from tests.orthanc import cached_extract
 
 KEY = bytes(range(32))

@@ -13,6 +13,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pacs_workbench.core.pseudonym import pseudonymize
 from pacs_workbench.deid.engine import (
     DATE_OFFSET_MAX_DAYS,
     DATE_OFFSET_MIN_DAYS,
@@ -34,7 +35,6 @@ from pacs_workbench.deid.profile import (
     parse_options,
     row_for_tag,
 )
-from pacs_workbench.deid.pseudonym import pseudonymize
 from pacs_workbench.deid.text import collect_known_phi
 from pacs_workbench.dicom.raw import MAX_SEQUENCE_DEPTH, encode_element, pad, read_file
 from tests.deid.fixtures import (

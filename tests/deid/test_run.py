@@ -16,9 +16,9 @@ import pytest
 from pydicom.encaps import encapsulate
 
 from pacs_workbench.cli import main
+from pacs_workbench.core.pseudonym import generate_key
 from pacs_workbench.deid.audit import audit_folder
 from pacs_workbench.deid.engine import COUNT_FIELDS, dataset_bytes
-from pacs_workbench.deid.pseudonym import generate_key
 from pacs_workbench.deid.run import DeidRunError, deidentify_folder
 from tests.deid.fixtures import (
     ALICE,

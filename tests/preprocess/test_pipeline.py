@@ -680,7 +680,7 @@ def test_find_cases_groups_by_header_and_matches_masks(tree: dict[str, Any], mon
 
 
 def test_pseudonyms_from_key_or_deidentified_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pacs_workbench.deid.pseudonym import generate_key, load_key, pseudonymize
+    from pacs_workbench.core.pseudonym import generate_key, load_key, pseudonymize
 
     key_file = generate_key(tmp_path / "project.key")
     monkeypatch.setenv("PACS_WORKBENCH_KEY_FILE", str(key_file))

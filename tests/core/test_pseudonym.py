@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pacs_workbench.cli import main
-from pacs_workbench.deid.pseudonym import KeyFileError, generate_key, keyed_int, load_key, pseudonymize
+from pacs_workbench.core.pseudonym import KeyFileError, generate_key, keyed_int, load_key, pseudonymize
 
 
 def test_keygen_mode_0600_and_refuses_overwrite(tmp_path: Path) -> None:
