@@ -50,7 +50,8 @@ from tqdm.auto import tqdm
 
 from pacs_workbench.core.executor import map_items
 from pacs_workbench.core.pseudonym import load_key
-from pacs_workbench.deid.engine import COUNT_FIELDS, Deidentifier, DeidError
+from pacs_workbench.deid.engine import COUNT_FIELDS, Deidentifier
+from pacs_workbench.deid.instance import DeidError
 from pacs_workbench.deid.profile import TABLE_EDITION, format_options, parse_options
 
 LOG_NAME = "deid_log.parquet"
@@ -162,7 +163,7 @@ def normalize_input(data: bytes) -> bytes:
         return data
     import pydicom
 
-    from pacs_workbench.deid.engine import dataset_bytes
+    from pacs_workbench.deid.instance import dataset_bytes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

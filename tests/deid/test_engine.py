@@ -14,12 +14,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacs_workbench.core.pseudonym import pseudonymize
-from pacs_workbench.deid.engine import (
+from pacs_workbench.deid.engine import Deidentifier
+from pacs_workbench.deid.instance import DeidError, dataset_bytes
+from pacs_workbench.deid.keyed import (
     DATE_OFFSET_MAX_DAYS,
     DATE_OFFSET_MIN_DAYS,
-    Deidentifier,
-    DeidError,
-    dataset_bytes,
     date_offset_days,
     patient_identity,
     remap_uid,

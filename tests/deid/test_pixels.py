@@ -9,7 +9,8 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 
-from pacs_workbench.deid.engine import Deidentifier, DeidError, dataset_bytes
+from pacs_workbench.deid.engine import Deidentifier
+from pacs_workbench.deid.instance import DeidError, dataset_bytes
 from pacs_workbench.deid.pixels import (
     _frames_array,
     assess_pixel_risk,

@@ -18,7 +18,8 @@ from pydicom.encaps import encapsulate
 from pacs_workbench.cli import main
 from pacs_workbench.core.pseudonym import generate_key
 from pacs_workbench.deid.audit import audit_folder
-from pacs_workbench.deid.engine import COUNT_FIELDS, dataset_bytes
+from pacs_workbench.deid.engine import COUNT_FIELDS
+from pacs_workbench.deid.instance import dataset_bytes
 from pacs_workbench.deid.run import DeidRunError, deidentify_folder
 from tests.deid.fixtures import (
     ALICE,
@@ -230,7 +231,7 @@ def test_duplicate_instances_and_split_pseudonyms(extract: dict, tmp_path: Path)
 
 
 def test_short_digit_fragments_are_not_searched_as_phi() -> None:
-    from pacs_workbench.deid.audit import build_matcher, usable_term
+    from pacs_workbench.deid.phi_match import build_matcher, usable_term
 
     # An ID fragment must not flag coordinates such as (0020,0032) "-139.4374".
     assert not usable_term("4374")

@@ -1,0 +1,264 @@
+"""The audit's checks of one de-identified file (see :mod:`~pacs_workbench.deid.audit`).
+
+:func:`audit_batch` reads each file of a batch (:class:`AuditTask`) and reports, as
+findings that hold a pseudonymous path, a category and a tag but never a value: known
+PHI in its bytes, the header against the profile the file declares (removed and
+private elements, markers, VRs, UIDs), and OCR text in images that could carry it.
+What it learns for the folder-level checks comes back as :class:`FileFacts`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pacs_workbench.deid.phi_match import (
+    matcher_for,
+    read_dicom,
+    search_file,
+)
+from pacs_workbench.deid.profile import (
+    CODE_TO_OPTION,
+    REMOVE_UNLISTED,
+    Option,
+    Profile,
+    iod_family,
+    tag_label,
+)
+
+UID_RE = re.compile(r"^(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*$")
+
+
+@dataclass(frozen=True)
+class AuditTask:
+    """A batch of files for one worker; the matcher's terms travel with it (in memory only)."""
+
+    root: str
+    relpaths: tuple[str, ...]
+    terms: tuple[tuple[str, str], ...]
+    ocr: bool
+
+
+@dataclass
+class FileFacts:
+    """What the audit learnt about one DICOM file in DST."""
+
+    relpath: str
+    patient_id: str = ""
+    patient_name: str = ""
+    study: str = ""
+    series: str = ""
+    sop: str = ""
+    references: list[str] = field(default_factory=list)
+    uids: list[str] = field(default_factory=list)
+    ocr_checked: bool = False
+
+
+def finding(relpath: str, category: str, tag: str | None = None) -> dict[str, Any]:
+    return {"file": relpath, "category": category, "tag": tag}
+
+
+def _options_of(ds: Any) -> frozenset[Option]:
+    codes = {str(item.get("CodeValue", "")) for item in ds.get("DeidentificationMethodCodeSequence", []) or []}
+    return frozenset(CODE_TO_OPTION[c] for c in codes if c in CODE_TO_OPTION)
+
+
+def _check_elements(
+    ds: Any,
+    profile: Profile,
+    family: str | None,
+    nested: bool,
+    relpath: str,
+    findings: list[dict[str, Any]],
+    uids: list[str],
+    refs: list[str],
+) -> None:
+    from pydicom.datadict import dictionary_VR
+
+    creators: dict[tuple[int, int], str] = {}
+    for tag in list(ds.keys()):
+        group, element = tag >> 16, tag & 0xFFFF
+        if group % 2 == 1 and 0x10 <= element <= 0xFF:
+            creators[(group, element)] = str(ds[tag].value or "").strip(" \x00")
+    for tag in list(ds.keys()):
+        group, element = tag >> 16, tag & 0xFFFF
+        raw = ds.get_item(tag)
+        vr = raw.VR
+        label = tag_label(tag)
+        if vr and _vr_mismatch(tag, vr):
+            # the profile's action depends on the type: a date stored as a number is not shifted
+            findings.append(finding(relpath, "vr_mismatch", label))
+            continue
+        if not vr or " or " in vr:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                vr = "UN"
+        if group % 2 == 1:
+            if element <= 0xFF:
+                continue
+            creator = creators.get((group, element >> 8))
+            if profile.safe_private(creator, tag) is None:
+                findings.append(finding(relpath, "private_element", label))
+                continue
+        else:
+            action = profile.action(tag, family, nested)
+            if action in ("X", REMOVE_UNLISTED):
+                findings.append(finding(relpath, "profile_violation", label))
+                continue
+            if action == "U" and vr == "UI" and Option.RETAIN_UIDS not in profile.options:
+                for value in element_texts(ds[tag].value):
+                    if value and not value.startswith("2.25."):
+                        findings.append(finding(relpath, "uid_not_replaced", label))
+        if vr == "SQ":
+            for item in ds[tag].value or []:
+                _check_elements(item, profile, family, True, relpath, findings, uids, refs)
+        elif vr == "UI":
+            for value in element_texts(ds[tag].value):
+                if not value:
+                    continue
+                if len(value) > 64 or not UID_RE.match(value):
+                    findings.append(finding(relpath, "uid_invalid", label))
+                uids.append(value)
+                if tag == 0x00081155:  # Referenced SOP Instance UID
+                    refs.append(value)
+
+
+def _vr_mismatch(tag: int, vr: str) -> bool:
+    """Whether an encoded ``vr`` is not a DICOM VR, or not the dictionary VR of a public ``tag``."""
+    from pacs_workbench.dicom.raw import VALID_VRS, dictionary_vrs
+
+    if " or " in vr:
+        return False  # pydicom's own ambiguous VR: nothing was encoded
+    if vr not in VALID_VRS:
+        return True
+    if (tag >> 16) % 2 == 1 or tag & 0xFFFF == 0 or vr == "UN":
+        return False
+    allowed = dictionary_vrs(tag)
+    return allowed is not None and vr not in allowed
+
+
+def element_texts(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes):
+        return [value.decode("latin-1") if isinstance(value, bytes) else value.strip()]
+    try:
+        return [str(v).strip() for v in value]
+    except TypeError:
+        return [str(value)]
+
+
+def _locate(ds: Any, offset: int) -> str | None:
+    best = None
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        tell = getattr(raw, "value_tell", None)
+        if tell is not None and tell <= offset:
+            best = tag
+    return tag_label(best) if best is not None else None
+
+
+def _ocr_findings(ds: Any, relpath: str) -> tuple[list[dict[str, Any]], bool]:
+    from pacs_workbench.deid.pixels import (
+        PixelCleaningError,
+        _frames_array,
+        _sample_frames,
+        assess_pixel_risk,
+        read_text,
+        render_frame,
+    )
+
+    if not assess_pixel_risk(ds):
+        return [], False
+    try:
+        arr = _frames_array(ds)
+    except PixelCleaningError:
+        return [finding(relpath, "ocr_unchecked", "(7FE0,0010)")], False
+    photometric = str(ds.PhotometricInterpretation).strip()
+    photometric = "RGB" if photometric.startswith("YBR") else photometric
+    out = []
+    for i in _sample_frames(arr.shape[0]):
+        try:
+            lines = read_text(render_frame(arr[i], photometric))
+        except Exception:  # an image that cannot be read by OCR is not shown clean
+            return [finding(relpath, "ocr_unchecked", "(7FE0,0010)")], True
+        # any line read with some confidence and a letter or digit in it counts as text
+        if any(score >= 0.5 and any(c.isalnum() for c in text) for _, text, score in lines):
+            out.append(finding(relpath, "ocr_text", "(7FE0,0010)"))
+            break
+    return out, True
+
+
+def audit_batch(task: AuditTask) -> dict[str, Any]:
+    """Audit a batch of files in DST; returns findings and per-file facts (no PHI values)."""
+    with warnings.catch_warnings():
+        # pydicom warns about each non-conforming value; the findings say what matters
+        warnings.simplefilter("ignore")
+        return _audit_batch(task)
+
+
+def _audit_batch(task: AuditTask) -> dict[str, Any]:
+    matcher = matcher_for(task.terms)
+    findings: list[dict[str, Any]] = []
+    facts: list[FileFacts] = []
+    n_dicom = n_other = n_ocr = 0
+    root = Path(task.root)
+    for relpath in task.relpaths:
+        try:
+            data = (root / relpath).read_bytes()
+        except OSError:
+            findings.append(finding(relpath, "unreadable_file"))
+            continue
+        ds = None
+        if relpath.endswith(".dcm") or data[128:132] == b"DICM":
+            try:
+                ds = read_dicom(data)
+            except Exception:  # a .dcm in DST that is not DICOM is itself a finding
+                findings.append(finding(relpath, "not_dicom"))
+        for offset, _kind in search_file(matcher, data, ds):
+            findings.append(finding(relpath, "phi_bytes", _locate(ds, offset) if ds is not None else None))
+        if ds is None:
+            n_other += 1
+            continue
+        n_dicom += 1
+        file_findings: list[dict[str, Any]] = []
+        options = _options_of(ds)
+        if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES" or "DeidentificationMethodCodeSequence" not in ds:
+            file_findings.append(finding(relpath, "markers_missing", "(0012,0062)"))
+        if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+            file_findings.append(finding(relpath, "burned_in_flag", "(0028,0301)"))
+        profile = Profile(options)
+        uids: list[str] = []
+        refs: list[str] = []
+        try:
+            _check_elements(ds, profile, iod_family(ds.get("SOPClassUID")), False, relpath, file_findings, uids, refs)
+        except Exception:
+            file_findings.append(finding(relpath, "unparseable_element"))
+        if task.ocr:
+            ocr, checked = _ocr_findings(ds, relpath)
+            file_findings.extend(ocr)
+            n_ocr += int(checked)
+        findings.extend(file_findings)
+        facts.append(
+            FileFacts(
+                relpath=relpath,
+                patient_id=str(ds.get("PatientID", "")),
+                patient_name=str(ds.get("PatientName", "")),
+                study=str(ds.get("StudyInstanceUID", "")),
+                series=str(ds.get("SeriesInstanceUID", "")),
+                sop=str(ds.get("SOPInstanceUID", "")),
+                references=sorted(set(refs)),
+                uids=sorted(set(uids)),
+            )
+        )
+    return {
+        "findings": findings,
+        "facts": [f.__dict__ for f in facts],
+        "n_dicom": n_dicom,
+        "n_other": n_other,
+        "n_ocr": n_ocr,
+    }
