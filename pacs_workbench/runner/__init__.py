@@ -1,0 +1,28 @@
+"""Runs of the numbered notebooks and what a reviewer reads of them.
+
+``pacs-workbench run`` and ``pacs-workbench demo`` call :func:`run_notebooks` and :func:`run_demo`
+(:mod:`~pacs_workbench.runner.run`: papermill execution, parameters, the demo data); the reviewer
+HTML, the run page ``index.html`` and its provenance come from :mod:`~pacs_workbench.runner.pages`.
+"""
+
+from pacs_workbench.runner.pages import NotebookRun, RunResult, fingerprint_inputs, render_html, write_index
+from pacs_workbench.runner.run import (
+    discover_notebooks,
+    prepare_demo_data,
+    retarget_params,
+    run_demo,
+    run_notebooks,
+)
+
+__all__ = [
+    "NotebookRun",
+    "RunResult",
+    "discover_notebooks",
+    "fingerprint_inputs",
+    "prepare_demo_data",
+    "render_html",
+    "retarget_params",
+    "run_demo",
+    "run_notebooks",
+    "write_index",
+]

@@ -5,40 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from pacs_workbench.cli import main
 from pacs_workbench.runner import run as runner
-
-
-def _notebook(path: Path, body: str, *, show: bool = False) -> Path:
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = new_code_cell('value: int = 1  # a number\nlabel: str = "x"  # a label')
-    params.metadata["tags"] = ["parameters"]
-    code = new_code_cell(body)
-    if show:
-        code.metadata["tags"] = ["show-code"]
-    nb.cells = [new_markdown_cell(f"# Title of {path.stem}"), params, code]
-    nbformat.write(nb, path)
-    return path
+from tests.runner.fixtures import make_notebook, write_params
 
 
 @pytest.fixture
 def params_file(tmp_path: Path) -> Path:
-    file = tmp_path / "params.yaml"
-    file.write_text("shared:\n  value: 7\n  data_dir: inputs\n01_first:\n  label: first-label\n")
-    (tmp_path / "inputs" / "dicom").mkdir(parents=True)
-    (tmp_path / "inputs" / "dicom" / "a.dcm").write_bytes(b"data")
-    return file
+    return write_params(tmp_path)
 
 
 @pytest.mark.slow
 def test_run_renders_html_hides_code_and_records_provenance(tmp_path: Path, params_file: Path) -> None:
-    first = _notebook(tmp_path / "01_first.ipynb", "hidden_marker_code = value * 6\nprint('answer', value * 6, label)")
-    second = _notebook(tmp_path / "02_second.ipynb", "shown_marker_code = 1\nprint('second ran')", show=True)
+    body = "hidden_marker_code = value * 6\nprint('answer', value * 6, label)"
+    first = make_notebook(tmp_path / "01_first.ipynb", body)
+    second = make_notebook(tmp_path / "02_second.ipynb", "shown_marker_code = 1\nprint('second ran')", show=True)
     result = runner.run_notebooks(params_file, tmp_path / "out", notebooks=[first, second], base_dir=tmp_path)
     assert result.ok
     html_first = (tmp_path / "out" / "01_first.html").read_text()
@@ -57,24 +40,14 @@ def test_run_renders_html_hides_code_and_records_provenance(tmp_path: Path, para
 
 @pytest.mark.slow
 def test_failing_notebook_gets_html_and_stops_the_run(tmp_path: Path, params_file: Path) -> None:
-    first = _notebook(tmp_path / "01_first.ipynb", "raise RuntimeError('planted failure')")
-    second = _notebook(tmp_path / "02_second.ipynb", "print('should not run')")
+    first = make_notebook(tmp_path / "01_first.ipynb", "raise RuntimeError('planted failure')")
+    second = make_notebook(tmp_path / "02_second.ipynb", "print('should not run')")
     result = runner.run_notebooks(params_file, tmp_path / "out", notebooks=[first, second], base_dir=tmp_path)
     assert not result.ok
     assert [nb.status for nb in result.notebooks] == ["failed", "not run"]
     assert "planted failure" in (tmp_path / "out" / "01_first.html").read_text()
     assert not (tmp_path / "out" / "02_second.html").exists()
     assert "not run" in (tmp_path / "out" / "index.html").read_text()
-
-
-def test_fingerprint_changes_with_content_not_with_time(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    data.mkdir()
-    (data / "x.dcm").write_bytes(b"one")
-    before = runner.fingerprint_inputs([data])
-    assert runner.fingerprint_inputs([data]) == before
-    (data / "x.dcm").write_bytes(b"two")
-    assert runner.fingerprint_inputs([data]) != before
 
 
 def test_second_run_into_a_locked_folder_is_refused(tmp_path: Path) -> None:
@@ -115,7 +88,7 @@ def test_relative_paths_resolve_against_base_then_shipped_files(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_rerun_into_a_folder_leaves_no_stale_reports(tmp_path: Path, params_file: Path) -> None:
-    first = _notebook(tmp_path / "01_first.ipynb", "print('one')")
+    first = make_notebook(tmp_path / "01_first.ipynb", "print('one')")
     out = tmp_path / "out"
     out.mkdir()
     (out / "07_old.html").write_text("an older run's report")
@@ -123,17 +96,3 @@ def test_rerun_into_a_folder_leaves_no_stale_reports(tmp_path: Path, params_file
     assert result.ok
     assert not (out / "07_old.html").exists()
     assert (out / "01_first.html").is_file()
-
-
-@pytest.mark.slow
-def test_reports_carry_no_absolute_paths(tmp_path: Path, params_file: Path) -> None:
-    body = "import warnings, os\nwarnings.warn('checked ' + os.getcwd())\nprint(os.path.abspath('inputs'))"
-    first = _notebook(tmp_path / "01_first.ipynb", body)
-    result = runner.run_notebooks(params_file, tmp_path / "out", notebooks=[first], base_dir=tmp_path)
-    assert result.ok
-    for name in ("01_first.ipynb", "01_first.html", "run.json", "index.html"):
-        text = (tmp_path / "out" / name).read_text()
-        assert str(tmp_path) not in text, name
-    executed = nbformat.read(tmp_path / "out" / "01_first.ipynb", as_version=4)
-    assert executed.metadata["papermill"]["output_path"] == "01_first.ipynb"
-    assert "&lt;run-base&gt;/inputs" in (tmp_path / "out" / "01_first.html").read_text()
