@@ -1,8 +1,11 @@
 """The ``pacs-workbench`` command.
 
-Each subcommand is a thin layer over one stage module: it parses arguments, calls the
+Each subcommand is a thin layer over one stage package: it parses arguments, calls the
 stage's function and turns its summary into an exit code. Stage imports happen inside
-the handlers so ``--help`` stays fast.
+the handlers so ``--help`` stays fast. The errors a user can fix (a bad input, a missing
+file, an unreachable PACS) end a command with one line on stderr and exit code 2 (1 where
+noted); which errors those are is declared on each handler with :func:`refuses`, and
+:func:`main` is the one place that turns them into exit codes.
 """
 
 from __future__ import annotations
@@ -11,10 +14,54 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
+ErrorTypes = tuple[type[BaseException], ...]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Errors a command reports in one line instead of a traceback, and with which exit code.
+
+    ``errors`` returns the exception types; it is called only once an exception has happened
+    (the handler has imported the stage by then), so declaring it costs ``--help`` nothing.
+    ``message`` is formatted with ``command``, ``exc``, ``exc_type`` (its class name) and ``args``.
+    """
+
+    errors: Callable[[], ErrorTypes]
+    message: str
+    code: int = 2
+
+
+# Input problems the user can fix, for every command: one clear line, no traceback.
+GENERAL_REFUSAL = Refusal(
+    lambda: (ValueError, PermissionError, FileNotFoundError, FileExistsError, RuntimeError),
+    "pacs-workbench {command}: error: {exc}",
+)
+
+
+def refuses(errors: Callable[[], ErrorTypes], message: str, code: int = 2) -> Callable[[Handler], Handler]:
+    """Declare errors of a handler that :func:`main` reports as ``message`` with exit ``code``.
+
+    Checked in the order declared, before :data:`GENERAL_REFUSAL`.
+    """
+
+    def declare(handler: Handler) -> Handler:
+        refusals: list[Refusal] = getattr(handler, "refusals", [])
+        # Decorators apply bottom-up: prepend, so the topmost declaration is checked first.
+        handler.refusals = [Refusal(errors, message, code), *refusals]  # type: ignore[attr-defined]
+        return handler
+
+    return declare
+
+
+def _requests_error() -> ErrorTypes:
+    import requests
+
+    return (requests.RequestException,)
 
 
 def _print_json(summary: Any) -> None:
@@ -83,15 +130,15 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_index)
 
 
+# A PACS that cannot be reached: one line, the old index kept.
+@refuses(
+    _requests_error,
+    "pacs-workbench {command}: error: PACS query failed ({exc_type}); the previous index is unchanged",
+)
 def _cmd_index(args: argparse.Namespace) -> int:
-    import requests
-
     from pacs_workbench.cohort.index import build_index
 
-    try:
-        summary = build_index(args.src, args.out, workers=args.workers, scheduler=args.scheduler)
-    except requests.RequestException as exc:  # a PACS that cannot be reached: one line, the old index kept
-        raise RuntimeError(f"PACS query failed ({type(exc).__name__}); the previous index is unchanged") from exc
+    summary = build_index(args.src, args.out, workers=args.workers, scheduler=args.scheduler)
     _print_json(summary)
     return 0
 
@@ -176,14 +223,11 @@ def _add_keygen(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_keygen)
 
 
+@refuses(lambda: (FileExistsError,), "refusing to overwrite existing key file {args.file}", code=1)
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from pacs_workbench.core.pseudonym import generate_key
 
-    try:
-        path = generate_key(args.file)
-    except FileExistsError:
-        print(f"refusing to overwrite existing key file {args.file}", file=sys.stderr)
-        return 1
+    path = generate_key(args.file)
     print(f"wrote key file {path} (mode 0600)")
     return 0
 
@@ -231,26 +275,29 @@ def _add_deid(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_deid)
 
 
-def _cmd_deid(args: argparse.Namespace) -> int:
+def _deid_errors() -> ErrorTypes:
     from pacs_workbench.core.pseudonym import KeyFileError
     from pacs_workbench.deid.profile import OptionsError
-    from pacs_workbench.deid.run import DeidRunError, deidentify_folder
+    from pacs_workbench.deid.run import DeidRunError
 
-    try:
-        summary = deidentify_folder(
-            args.src,
-            args.out,
-            key_file=args.key_file,
-            options=args.options,
-            quarantine=args.quarantine,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            mapping=args.mapping,
-            progress=not args.quiet,
-        )
-    except (DeidRunError, OptionsError, KeyFileError) as exc:
-        print(f"deid: {exc}", file=sys.stderr)
-        return 2
+    return (DeidRunError, OptionsError, KeyFileError)
+
+
+@refuses(_deid_errors, "{command}: {exc}")
+def _cmd_deid(args: argparse.Namespace) -> int:
+    from pacs_workbench.deid.run import deidentify_folder
+
+    summary = deidentify_folder(
+        args.src,
+        args.out,
+        key_file=args.key_file,
+        options=args.options,
+        quarantine=args.quarantine,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        mapping=args.mapping,
+        progress=not args.quiet,
+    )
     _print_json(summary)
     return 0
 
@@ -276,22 +323,19 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_audit)
 
 
+@refuses(lambda: (FileNotFoundError,), "{command}: {exc}")
 def _cmd_audit(args: argparse.Namespace) -> int:
     from pacs_workbench.deid.audit import audit_folder
 
-    try:
-        summary = audit_folder(
-            args.dst,
-            source=args.source,
-            phi_list=args.phi_list,
-            ocr=not args.no_ocr,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            progress=not args.quiet,
-        )
-    except FileNotFoundError as exc:
-        print(f"audit: {exc}", file=sys.stderr)
-        return 2
+    summary = audit_folder(
+        args.dst,
+        source=args.source,
+        phi_list=args.phi_list,
+        ocr=not args.no_ocr,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+    )
     _print_json(summary)
     return 0 if summary["ok"] else 1
 
@@ -326,22 +370,20 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_features)
 
 
+# An unusable case table or parameter file.
+@refuses(lambda: (ValueError, FileNotFoundError), "{command}: {exc}")
 def _cmd_features(args: argparse.Namespace) -> int:
     from pacs_workbench.radiomics.features import extract_features
 
-    try:
-        frame = extract_features(
-            args.cases,
-            args.params,
-            args.out,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            cache_dir=args.cache,
-            cache="off" if args.no_cache else "default",
-        )
-    except (ValueError, FileNotFoundError) as exc:  # unusable case table or parameter file
-        print(f"features: {exc}", file=sys.stderr)
-        return 2
+    frame = extract_features(
+        args.cases,
+        args.params,
+        args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        cache_dir=args.cache,
+        cache="off" if args.no_cache else "default",
+    )
     summary = frame.attrs["summary"]
     _print_json(summary)
     return 0 if summary["failed"] == 0 else 1
@@ -389,8 +431,15 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_model)
 
 
+def _modeling_error() -> ErrorTypes:
+    from pacs_workbench.radiomics.table import ModelingError
+
+    return (ModelingError,)
+
+
+@refuses(_modeling_error, "{command}: {exc}")
 def _cmd_model(args: argparse.Namespace) -> int:
-    from pacs_workbench.radiomics.model import ModelingConfig, ModelingError, run_modeling
+    from pacs_workbench.radiomics.model import ModelingConfig, run_modeling
 
     def columns(text: str) -> tuple[str, ...]:
         return tuple(c.strip() for c in text.split(",") if c.strip())
@@ -419,11 +468,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         risk_cutoffs=cutoffs,
     )
-    try:
-        summary = run_modeling(args.table, args.out, config, workers=args.workers, scheduler=args.scheduler)
-    except ModelingError as exc:
-        print(f"model: {exc}", file=sys.stderr)
-        return 2
+    summary = run_modeling(args.table, args.out, config, workers=args.workers, scheduler=args.scheduler)
     _print_json(summary)
     return 0
 
@@ -450,7 +495,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pacs_workbench.runner.run import run_notebooks
+    from pacs_workbench.runner import run_notebooks
 
     result = run_notebooks(params_file=args.params, out_dir=args.out)
     print(f"report: {result.index_html}")
@@ -472,7 +517,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pacs_workbench.runner.run import run_demo
+    from pacs_workbench.runner import run_demo
 
     result = run_demo(patients=args.patients, seed=args.seed)
     print(f"report: {result.index_html}")
@@ -516,10 +561,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ValueError, PermissionError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        # Input problems the user can fix: one clear line, no traceback.
-        print(f"pacs-workbench {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        for refusal in [*getattr(handler, "refusals", []), GENERAL_REFUSAL]:
+            if isinstance(exc, refusal.errors()):
+                message = refusal.message.format(command=args.command, exc=exc, exc_type=type(exc).__name__, args=args)
+                print(message, file=sys.stderr)
+                return int(refusal.code)
+        raise
 
 
 if __name__ == "__main__":
