@@ -10,7 +10,7 @@ the tools so both see the same machine load, measures wall and CPU seconds of
 * ``dicognito``: ``dicognito.anonymizer.Anonymizer`` (fixed seed) in a process pool,
   each file saved as ``<SOPInstanceUID>.dcm`` like its command line does;
 
-and counts, with :func:`pacs_workbench.deid.leaks.leaked_phi_strings`, how many of the
+and counts, with :func:`pacs_workbench.deid.leaked_phi_strings`, how many of the
 planted PHI strings (``truth/phi_values.txt``) each output still contains (bytes, file
 names, OCR of images that could carry text). The same is repeated on the files that
 need no OCR (the header work alone). Prints files per second (wall and per CPU second),
@@ -99,7 +99,7 @@ def run_dicognito(src: Path, dst: Path, workers: int) -> int:
 
 def run_workbench(src: Path, dst: Path, key: Path, workers: int) -> int:
     """``deidentify_folder`` with the research default; returns files written."""
-    from pacs_workbench.deid.run import deidentify_folder
+    from pacs_workbench.deid import deidentify_folder
 
     summary = deidentify_folder(src, dst, key_file=key, workers=workers, progress=False)
     return int(summary["written"])
@@ -138,7 +138,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pacs_workbench.core.pseudonym import generate_key
-    from pacs_workbench.deid.leaks import leaked_phi_strings
+    from pacs_workbench.deid import leaked_phi_strings
 
     extract = make_extract(args.patients)
     key = WORK / "bench.key"

@@ -277,15 +277,14 @@ def _add_deid(sub: argparse._SubParsersAction) -> None:
 
 def _deid_errors() -> ErrorTypes:
     from pacs_workbench.core.pseudonym import KeyFileError
-    from pacs_workbench.deid.profile import OptionsError
-    from pacs_workbench.deid.run import DeidRunError
+    from pacs_workbench.deid import DeidRunError, OptionsError
 
     return (DeidRunError, OptionsError, KeyFileError)
 
 
 @refuses(_deid_errors, "{command}: {exc}")
 def _cmd_deid(args: argparse.Namespace) -> int:
-    from pacs_workbench.deid.run import deidentify_folder
+    from pacs_workbench.deid import deidentify_folder
 
     summary = deidentify_folder(
         args.src,
@@ -325,7 +324,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
 
 @refuses(lambda: (FileNotFoundError,), "{command}: {exc}")
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from pacs_workbench.deid.audit import audit_folder
+    from pacs_workbench.deid import audit_folder
 
     summary = audit_folder(
         args.dst,

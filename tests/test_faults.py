@@ -175,7 +175,7 @@ def _planted_temp(folder: Path, name: str) -> Path:
     finished = subprocess.Popen([fh.PYTHON, "-c", "pass"])
     finished.wait()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f".{name}.{finished.pid}.deid-tmp"
+    path = folder / f".{name}.{finished.pid}-k1lled00.tmp"
     path.write_bytes(b"DICM half written")
     return path
 

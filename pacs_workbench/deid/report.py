@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from pacs_workbench.core.files import write_text_atomic
 from pacs_workbench.deid.engine import COUNT_FIELDS
 from pacs_workbench.deid.profile import BASIC_CODE, OPTION_CODES, parse_options
 from pacs_workbench.deid.run import ACTIONS_NAME, LOG_NAME, RUN_NAME
@@ -130,10 +131,8 @@ def save_audit_summary(deid_dir: str | os.PathLike[str], summary: dict[str, Any]
 
     The run's index page reads it for the audit verdict.
     """
-    from pacs_workbench.deid.run import write_atomic
-
     target = Path(deid_dir) / AUDIT_SUMMARY
-    write_atomic(target, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_text_atomic(target, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return target
 
 

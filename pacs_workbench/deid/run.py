@@ -37,7 +37,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import threading
 import warnings
 from collections import Counter
@@ -49,6 +48,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pacs_workbench.core.executor import map_items
+from pacs_workbench.core.files import remove_stale_temp_files, write_bytes_atomic, write_text_atomic
 from pacs_workbench.core.pseudonym import load_key
 from pacs_workbench.deid.engine import COUNT_FIELDS, Deidentifier
 from pacs_workbench.deid.instance import DeidError
@@ -58,7 +58,6 @@ LOG_NAME = "deid_log.parquet"
 ACTIONS_NAME = "deid_actions.parquet"
 RUN_NAME = "deid_run.json"
 QUARANTINE_SUFFIX = ".quarantine"
-TMP_MARK = ".deid-tmp"
 BATCH_FILES = 16
 LOG_COLUMNS = (
     "source_sha256",
@@ -112,8 +111,8 @@ def _deidentifier(key_file: str, options: str) -> Deidentifier:
 # --- file io -----------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+def write_output(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`~pacs_workbench.core.files.write_bytes_atomic`).
 
     A file that already holds exactly ``data`` is left alone, so a rerun after an
     interruption only writes what is missing.
@@ -126,19 +125,7 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
         if mode is not None:
             os.chmod(path, mode)
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_MARK}")
-    if size < 0 and not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        # a full disk or an interrupt: no half-written temporary stays behind
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data, mode=mode)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -188,8 +175,8 @@ def _quarantine(task: FileTask, data: bytes | None, sha: str, reason: str) -> di
     if data is not None and sha:
         qdir = Path(task.quarantine)
         try:
-            write_atomic(qdir / f"{sha}.dcm", data)
-            write_atomic(qdir / f"{sha}.reason.txt", (reason + "\n").encode())
+            write_output(qdir / f"{sha}.dcm", data)
+            write_output(qdir / f"{sha}.reason.txt", (reason + "\n").encode())
         except OSError as exc:
             # a copy without its reason is no quarantine: neither stays
             for name in (f"{sha}.dcm", f"{sha}.reason.txt"):
@@ -240,7 +227,7 @@ def deidentify_file(task: FileTask) -> dict[str, Any]:
     except Exception as exc:  # a corrupt element anywhere: refuse the file, keep going
         return _quarantine(task, data, sha, f"could not be de-identified ({type(exc).__name__})")
     try:
-        write_atomic(Path(task.dst) / result.relpath, payload)
+        write_output(Path(task.dst) / result.relpath, payload)
     except OSError as exc:
         return _failed(task, sha, f"could not write output: {_os_reason(exc)}")
     record: dict[str, Any] = {
@@ -286,32 +273,13 @@ def iter_input_files(src: Path) -> Iterator[Path]:
             yield Path(root) / name
 
 
-_TEMP_PID = re.compile(r"\.(\d+)" + re.escape(TMP_MARK) + "$")
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove the temporary files a killed run left anywhere under ``folder``.
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # another user's process (or a pid this system cannot have): leave its files
-    return True
-
-
-def _cleanup_temporaries(folder: Path) -> None:
-    """Remove the temporary files a killed run left under ``folder``.
-
-    Those of a process still alive (a concurrent run writing the same folder) stay; a
-    temporary without a pid in its name is from no live run of this version.
+    Those of a process still alive (a concurrent run writing the same folder) stay.
     """
-    if not folder.is_dir():
-        return
-    for path in folder.rglob(f"*{TMP_MARK}"):
-        match = _TEMP_PID.search(path.name)
-        if match is not None and _pid_alive(int(match.group(1))):
-            continue
-        path.unlink(missing_ok=True)
+    if folder.is_dir():
+        remove_stale_temp_files(folder, "**/.*.tmp")
 
 
 def _import_table_writers() -> None:
@@ -329,7 +297,7 @@ def _write_table(path: Path, rows: list[dict[str, Any]], columns: list[str], typ
     table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=schema)
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
-    write_atomic(path, buffer.getvalue().to_pybytes())
+    write_bytes_atomic(path, buffer.getvalue().to_pybytes())
 
 
 def _log_types() -> dict[str, Any]:
@@ -358,9 +326,9 @@ def _write_mapping(path: Path, mapping: set[tuple[str, str, str]]) -> None:
         )
         buffer = pa.BufferOutputStream()
         pq.write_table(table, buffer)
-        write_atomic(path, buffer.getvalue().to_pybytes(), mode=0o600)
+        write_bytes_atomic(path, buffer.getvalue().to_pybytes(), mode=0o600)
     else:
-        write_atomic(path, text.getvalue().encode("utf-8"), mode=0o600)
+        write_bytes_atomic(path, text.getvalue().encode("utf-8"), mode=0o600)
 
 
 def _previous_outputs(dst: Path) -> set[str]:
@@ -427,32 +395,17 @@ def deidentify_folder(
         Some outputs, or the log, could not be written (e.g. a full disk); raised after
         the log of every input (outcome ``failed`` for those) is written, when it can be.
     """
-    src_path, dst_path = Path(src), Path(dst)
-    if not src_path.exists():
-        raise DeidRunError(f"source not found: {src_path}")
-    if _inside(dst_path, src_path) and src_path.is_dir():
-        raise DeidRunError("the output folder must not be inside the source folder")
-    q_path = Path(quarantine) if quarantine else dst_path.with_name(dst_path.name + QUARANTINE_SUFFIX)
-    if _inside(q_path, dst_path):
-        raise DeidRunError("the quarantine folder must not be inside the output folder")
-    if mapping is not None and _inside(Path(mapping), dst_path):
-        raise DeidRunError("the mapping (escrow) file must not be inside the output folder")
-    chosen = parse_options(options or None)
-    option_text = format_options(chosen)
-    key_path = Path(key_file) if key_file else None
-    key = load_key(key_path)  # fail early on a missing or unsafe key file
-    del key
-    if key_path is None:
-        key_path = Path(os.environ["PACS_WORKBENCH_KEY_FILE"])
+    src_path, dst_path, q_path = _check_paths(src, dst, quarantine, mapping)
+    option_text = format_options(parse_options(options or None))
+    key_path = _key_path(key_file)
     try:
         dst_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeidWriteError(f"could not create the output folder: {_os_reason(exc)}") from None
-    _cleanup_temporaries(dst_path)
-    _cleanup_temporaries(q_path)
+    _remove_stale_temporaries(dst_path)
+    _remove_stale_temporaries(q_path)
     previous = _previous_outputs(dst_path)
 
-    files = list(iter_input_files(src_path))
     tasks = [
         FileTask(
             str(p),
@@ -462,60 +415,18 @@ def deidentify_folder(
             str(q_path.resolve()),
             mapping is not None,
         )
-        for p in files
+        for p in iter_input_files(src_path)
     ]
     # The log writer needs pyarrow and pandas; import them while the workers run.
     warm = threading.Thread(target=_import_table_writers, daemon=True)
     warm.start()
-    records: list[dict[str, Any]] = []
-    # Files go to the workers in small batches: one round trip per file would cost more
-    # than de-identifying a CT slice.
-    batches = [tuple(tasks[i : i + BATCH_FILES]) for i in range(0, len(tasks), BATCH_FILES)]
-    with tqdm(total=len(tasks), desc="deid files", unit="files", disable=not progress) as bar:
-        for batch_records in map_items(
-            deidentify_files, batches, workers=workers, scheduler=scheduler, total=len(batches), progress=False
-        ):
-            records.extend(batch_records)
-            bar.update(len(batch_records))
+    records = _run_tasks(tasks, workers, scheduler, progress)
     _resolve_collisions(records, tasks)
-
-    actions: Counter[tuple[str, str, str]] = Counter()
-    escrow: set[tuple[str, str, str]] = set()
-    for r in records:
-        actions.update(r.pop("actions"))
-        escrow.update(tuple(m) for m in r.pop("mapping"))  # type: ignore[misc]
-        r.pop("source_path", None)
-        r.pop("output_sha256", None)
-    records.sort(key=lambda r: (r["source_sha256"], r["output"] or "", r["reason"] or ""))
-
+    actions, escrow = _split_records(records)
     warm.join()
+    summary = _summary(records, option_text)
     failed = [r for r in records if r["outcome"] == "failed"]
-    reasons = Counter(r["reason"] for r in records if r["outcome"] == "quarantined")
-    summary: dict[str, Any] = {
-        "files": len(records),
-        "written": sum(1 for r in records if r["outcome"] == "written"),
-        "quarantined": sum(1 for r in records if r["outcome"] == "quarantined"),
-        "failed": len(failed),
-        "quarantine_reasons": dict(sorted(reasons.items())),
-        "options": option_text,
-        "profile": f"PS3.15 Table E.1-1 {TABLE_EDITION}",
-        "totals": {c: int(sum(int(r[c]) for r in records)) for c in COUNT_FIELDS},
-    }
-    try:
-        _write_outputs(dst_path, records, actions)
-        if not failed:
-            # only a complete run may say what DST no longer holds
-            written = {r["output"] for r in records if r["outcome"] == "written"}
-            for stale in sorted(previous - written):
-                (dst_path / stale).unlink(missing_ok=True)
-        if mapping is not None:
-            _write_mapping(Path(mapping), escrow)
-        write_atomic(dst_path / RUN_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-    except OSError as exc:
-        lost = f"; {len(failed)} of {len(records)} files could not be written either" if failed else ""
-        raise DeidWriteError(
-            f"could not write the run log or summary: {_os_reason(exc)}{lost}; free space and run again"
-        ) from None
+    _write_run(dst_path, records, actions, summary, previous=previous, mapping=mapping, escrow=escrow)
     if failed:
         why = Counter(str(r["reason"]) for r in failed).most_common(1)[0][0]
         raise DeidWriteError(
@@ -526,6 +437,112 @@ def deidentify_folder(
     summary["quarantine"] = str(q_path)
     summary["log"] = str(dst_path / LOG_NAME)
     return summary
+
+
+def _check_paths(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    quarantine: str | os.PathLike[str] | None,
+    mapping: str | os.PathLike[str] | None,
+) -> tuple[Path, Path, Path]:
+    """Source, output and quarantine folders; refuses places identifying data must not go."""
+    src_path, dst_path = Path(src), Path(dst)
+    if not src_path.exists():
+        raise DeidRunError(f"source not found: {src_path}")
+    if _inside(dst_path, src_path) and src_path.is_dir():
+        raise DeidRunError("the output folder must not be inside the source folder")
+    q_path = Path(quarantine) if quarantine else dst_path.with_name(dst_path.name + QUARANTINE_SUFFIX)
+    if _inside(q_path, dst_path):
+        raise DeidRunError("the quarantine folder must not be inside the output folder")
+    if mapping is not None and _inside(Path(mapping), dst_path):
+        raise DeidRunError("the mapping (escrow) file must not be inside the output folder")
+    return src_path, dst_path, q_path
+
+
+def _key_path(key_file: str | os.PathLike[str] | None) -> Path:
+    """The key file the workers read (checked here, so a missing or unsafe key fails early)."""
+    key_path = Path(key_file) if key_file else None
+    key = load_key(key_path)
+    del key
+    if key_path is None:
+        key_path = Path(os.environ["PACS_WORKBENCH_KEY_FILE"])
+    return key_path
+
+
+def _run_tasks(
+    tasks: list[FileTask], workers: int | None, scheduler: str | None, progress: bool
+) -> list[dict[str, Any]]:
+    """The records of every task, from local processes or Dask workers."""
+    records: list[dict[str, Any]] = []
+    # Files go to the workers in small batches: one round trip per file would cost more
+    # than de-identifying a CT slice.
+    batches = [tuple(tasks[i : i + BATCH_FILES]) for i in range(0, len(tasks), BATCH_FILES)]
+    with tqdm(total=len(tasks), desc="deid files", unit="files", disable=not progress) as bar:
+        for batch_records in map_items(
+            deidentify_files, batches, workers=workers, scheduler=scheduler, total=len(batches), progress=False
+        ):
+            records.extend(batch_records)
+            bar.update(len(batch_records))
+    return records
+
+
+def _split_records(
+    records: list[dict[str, Any]],
+) -> tuple[Counter[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    """Take the action counts and escrow rows out of the records, which become log rows (sorted)."""
+    actions: Counter[tuple[str, str, str]] = Counter()
+    escrow: set[tuple[str, str, str]] = set()
+    for r in records:
+        actions.update(r.pop("actions"))
+        escrow.update(tuple(m) for m in r.pop("mapping"))  # type: ignore[misc]
+        r.pop("source_path", None)
+        r.pop("output_sha256", None)
+    records.sort(key=lambda r: (r["source_sha256"], r["output"] or "", r["reason"] or ""))
+    return actions, escrow
+
+
+def _summary(records: list[dict[str, Any]], option_text: str) -> dict[str, Any]:
+    """The counts of ``deid_run.json``."""
+    reasons = Counter(r["reason"] for r in records if r["outcome"] == "quarantined")
+    return {
+        "files": len(records),
+        "written": sum(1 for r in records if r["outcome"] == "written"),
+        "quarantined": sum(1 for r in records if r["outcome"] == "quarantined"),
+        "failed": sum(1 for r in records if r["outcome"] == "failed"),
+        "quarantine_reasons": dict(sorted(reasons.items())),
+        "options": option_text,
+        "profile": f"PS3.15 Table E.1-1 {TABLE_EDITION}",
+        "totals": {c: int(sum(int(r[c]) for r in records)) for c in COUNT_FIELDS},
+    }
+
+
+def _write_run(
+    dst_path: Path,
+    records: list[dict[str, Any]],
+    actions: Counter[tuple[str, str, str]],
+    summary: dict[str, Any],
+    *,
+    previous: set[str],
+    mapping: str | os.PathLike[str] | None,
+    escrow: set[tuple[str, str, str]],
+) -> None:
+    """The log, the action table, the escrow and the summary; stale outputs go after a complete run."""
+    failed = summary["failed"]
+    try:
+        _write_outputs(dst_path, records, actions)
+        if not failed:
+            # only a complete run may say what DST no longer holds
+            written = {r["output"] for r in records if r["outcome"] == "written"}
+            for stale in sorted(previous - written):
+                (dst_path / stale).unlink(missing_ok=True)
+        if mapping is not None:
+            _write_mapping(Path(mapping), escrow)
+        write_text_atomic(dst_path / RUN_NAME, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        lost = f"; {failed} of {len(records)} files could not be written either" if failed else ""
+        raise DeidWriteError(
+            f"could not write the run log or summary: {_os_reason(exc)}{lost}; free space and run again"
+        ) from None
 
 
 def _write_outputs(dst: Path, records: list[dict[str, Any]], actions: Counter[tuple[str, str, str]]) -> None:

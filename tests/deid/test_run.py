@@ -132,7 +132,7 @@ def test_same_key_same_bytes_and_resume(extract: dict, tmp_path: Path) -> None:
     outputs = sorted(again.rglob("*.dcm"))
     for path in outputs[::2]:
         path.unlink()
-    (outputs[1].parent / f".{outputs[1].name}.999.deid-tmp").write_bytes(b"partial")
+    (outputs[1].parent / f".{outputs[1].name}.999-k1lled00.tmp").write_bytes(b"partial")
     deidentify_folder(extract["src"], again, key_file=extract["key"], workers=2, progress=False)
     assert _tree_digest(again) == _tree_digest(extract["dst"])
     # another key: other pseudonyms
@@ -256,8 +256,8 @@ def test_rerun_removes_only_temporaries_of_processes_that_are_gone(extract: dict
     dst, quarantine = tmp_path / "dst", tmp_path / "q"
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    dead = [folder / "x" / f".a.dcm.{finished.pid}.deid-tmp" for folder in (dst, quarantine)]
-    live = dst / "y" / f".b.dcm.{os.getpid()}.deid-tmp"  # a concurrent run still writing
+    dead = [folder / "x" / f".a.dcm.{finished.pid}-k1lled00.tmp" for folder in (dst, quarantine)]
+    live = dst / "y" / f".b.dcm.{os.getpid()}-running.tmp"  # a concurrent run still writing
     for path in [*dead, live]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
