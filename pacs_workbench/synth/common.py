@@ -1,4 +1,4 @@
-"""Small helpers shared by the synthetic extract writers: UIDs, atomic writes, names.
+"""Small helpers shared by the synthetic extract writers: UIDs, random streams, file names.
 
 Everything here is a pure function of its arguments, so the same seed always produces
 the same UIDs and file names and a rerun overwrites files with identical bytes.
@@ -7,19 +7,10 @@ the same UIDs and file names and a rerun overwrites files with identical bytes.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import uuid
-from pathlib import Path
 
 import numpy as np
-
-#: Prefix of temporary files; a killed run may leave them, the next run removes them.
-TMP_PREFIX = ".synth-tmp-"
-# mkstemp creates 0600 files; finished files get the mode the user's umask asks for.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def make_uid(seed: int, *parts: object) -> str:
@@ -65,28 +56,3 @@ def safe_component(text: str, max_len: int = 48) -> str:
     """A file-name component: ASCII letters, digits, ``.``, ``-`` and ``_`` only."""
     cleaned = re.sub(r"[^A-Za-z0-9.\-]+", "_", text).strip("_.")
     return (cleaned or "x")[:max_len]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder.
-
-    A reader never sees a half-written file: the bytes go to a temporary file that is
-    flushed and then renamed over ``path`` (:func:`os.replace` is atomic on one file
-    system). An interrupted write leaves only a ``.synth-tmp-*`` file, which the next
-    run removes.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """:func:`write_atomic` for UTF-8 text (``\\n`` line ends)."""
-    write_atomic(path, text.encode("utf-8"))

@@ -1,4 +1,4 @@
-"""DICOM objects of one synthetic study: CT slices, localizer, dose screen, SEG, RTSTRUCT.
+"""DICOM objects of one synthetic study: CT slices, localizer, dose screen.
 
 SOP classes written:
 
@@ -7,11 +7,10 @@ SOP classes written:
 - Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7): the dose screen, with the
   patient's name, MRN and accession number burned into the pixels
   ((0028,0301) Burned In Annotation ``YES``; (0008,0060) Modality ``CT`` as scanners write it).
-- Segmentation Storage (1.2.840.10008.5.1.4.1.1.66.4): one BINARY SEG per nodule, built
-  with highdicom and referencing every slice of the axial series.
-- RT Structure Set Storage (1.2.840.10008.5.1.4.1.1.481.3): all nodules of a study as
-  closed planar contours traced along voxel edges, so that filling each contour at voxel
-  centres gives back exactly the SEG mask.
+
+The SEG and RTSTRUCT of the study's nodules come from :mod:`pacs_workbench.synth.segmentations`,
+with the patient and study attributes (:func:`add_patient_study`) and UIDs (:class:`StudyUIDs`)
+defined here.
 
 Private blocks per vendor (creator strings, verbatim):
 
@@ -36,7 +35,6 @@ import io
 from dataclasses import dataclass
 from functools import lru_cache
 
-import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataelem import DataElement
@@ -44,9 +42,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
-from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian
-from pydicom.valuerep import DA, TM
 
 from pacs_workbench.synth.common import make_uid
 from pacs_workbench.synth.imaging import MATRIX, VENDORS, RenderedSeries, render_localizer, to_stored
@@ -54,9 +50,6 @@ from pacs_workbench.synth.patients import INSTITUTIONS, PatientPlan, StudyPlan, 
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 
 #: Equipment that made the SEG and RTSTRUCT objects (a reading-room annotation tool).
 ANNOTATION_EQUIPMENT = {
@@ -77,15 +70,6 @@ SERIES_NUMBERS = {
     "ge": (1, 2, 999),
     "philips": (1, 201, 1001),
     "canon": (1, 4, 9000),
-}
-SEG_SERIES_BASE = 300
-RTSTRUCT_SERIES_NUMBER = 400
-LOBE_CODES = {
-    "RUL": hd.sr.CodedConcept("45653009", "SCT", "Upper lobe of lung"),
-    "RML": hd.sr.CodedConcept("72481006", "SCT", "Middle lobe of right lung"),
-    "RLL": hd.sr.CodedConcept("90572001", "SCT", "Lower lobe of lung"),
-    "LUL": hd.sr.CodedConcept("44714003", "SCT", "Upper lobe of left lung"),
-    "LLL": hd.sr.CodedConcept("90572001", "SCT", "Lower lobe of lung"),
 }
 
 
@@ -120,7 +104,8 @@ class StudyUIDs:
         return make_uid(plan.seed, "patient", plan.index, "study", study.index, kind, number)
 
 
-def _da(day: dt.date) -> str:
+def dicom_date(day: dt.date) -> str:
+    """A DA value: ``YYYYMMDD``."""
     return day.strftime("%Y%m%d")
 
 
@@ -133,11 +118,13 @@ def _tm(value: dt.time | dt.datetime, vendor: str) -> str:
     return f"{base}.{frac[:3]}" if vendor == "canon" else f"{base}.{frac}"
 
 
-def _at(study: StudyPlan, minutes: float) -> dt.datetime:
+def study_moment(study: StudyPlan, minutes: float) -> dt.datetime:
+    """The time ``minutes`` after the study started (each object of a study has its own moment)."""
     return dt.datetime.combine(study.date, study.time) + dt.timedelta(minutes=minutes)
 
 
-def _file_meta(sop_class: str, sop_instance: str, vendor: str) -> FileMetaDataset:
+def file_meta_for(sop_class: str, sop_instance: str, vendor: str) -> FileMetaDataset:
+    """File meta information as ``vendor``'s software writes it (Explicit VR Little Endian)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(sop_instance)
@@ -191,7 +178,7 @@ def series_texts(study: StudyPlan) -> dict[str, str]:
     return {"ct": desc, "protocol": protocol, "localizer": VENDORS[p.vendor].localizer_name, "dose": dose}
 
 
-def _patient_study(ds: Dataset, plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> None:
+def add_patient_study(ds: Dataset, plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> None:
     """Patient, general study and institution attributes shared by every object of a study."""
     person = plan.person
     inst = INSTITUTIONS[plan.institution]
@@ -217,8 +204,8 @@ def _patient_study(ds: Dataset, plan: PatientPlan, study: StudyPlan, uids: Study
     if plan.phi_in_patient_comments:
         ds.PatientComments = f"Call {person.phone_dashed} before exam. DOB {person.birth_date_forms()[2]}."
     ds.StudyInstanceUID = uids.study
-    ds.StudyDate = _da(study.date)
-    ds.StudyTime = _tm(_at(study, 0), vendor)
+    ds.StudyDate = dicom_date(study.date)
+    ds.StudyTime = _tm(study_moment(study, 0), vendor)
     ds.AccessionNumber = study.accession
     ds.StudyID = uids.study[-5:].lstrip("0") or "1"
     ds.ReferringPhysicianName = staff_forms(plan.referrer)[0]
@@ -339,13 +326,13 @@ def build_ct_series(
     n = p.n_slices
     order = list(range(n - 1, -1, -1)) if p.descending else list(range(n))
     ps = f"{rendered.pixel_spacing:.6f}".rstrip("0").rstrip(".")
-    series_time = _at(study, 2.0)
+    series_time = study_moment(study, 2.0)
 
     ds = Dataset()
-    _patient_study(ds, plan, study, uids)
+    add_patient_study(ds, plan, study, uids)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"] + (["CT_SOM5 SPI"] if p.vendor == "siemens" else [])
     ds.SOPClassUID = CT_IMAGE_STORAGE
-    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = _da(study.date)
+    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = dicom_date(study.date)
     ds.SeriesTime = _tm(series_time, p.vendor)
     ds.Modality = "CT"
     _equipment(ds, study)
@@ -398,8 +385,8 @@ def build_ct_series(
     ds.LossyImageCompression = "00"
     ds.BurnedInAnnotation = "NO"
     ds.RequestAttributesSequence = _request_attributes(plan, study)
-    ds.PerformedProcedureStepStartDate = _da(study.date)
-    ds.PerformedProcedureStepStartTime = _tm(_at(study, 0), p.vendor)
+    ds.PerformedProcedureStepStartDate = dicom_date(study.date)
+    ds.PerformedProcedureStepStartTime = _tm(study_moment(study, 0), p.vendor)
     ds.PerformedProcedureStepID = f"PPS{make_uid(plan.seed, plan.index, study.index, 'pps')[-7:]}"
     _add_private(ds, plan, study)
 
@@ -407,7 +394,7 @@ def build_ct_series(
     for number, k in enumerate(order, start=1):
         sl = Dataset(dict(ds.items()))  # own element dict, shared (unchanged) elements
         sop_uid = uids.instance(plan, study, "ct", number)
-        sl.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid, p.vendor)
+        sl.file_meta = file_meta_for(CT_IMAGE_STORAGE, sop_uid, p.vendor)
         sl.SOPInstanceUID = sop_uid
         acq = series_time + dt.timedelta(seconds=0.35 * number)
         sl.AcquisitionTime = sl.ContentTime = _tm(acq, p.vendor)
@@ -466,13 +453,13 @@ def build_localizer(plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> Dat
     image, top_left, ps = render_localizer(plan.anatomy, study.pose, study.z_center, p.contrast)
     ds = Dataset()
     sop_uid = uids.instance(plan, study, "localizer", 1)
-    ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid, p.vendor)
-    _patient_study(ds, plan, study, uids)
+    ds.file_meta = file_meta_for(CT_IMAGE_STORAGE, sop_uid, p.vendor)
+    add_patient_study(ds, plan, study, uids)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     ds.SOPClassUID = CT_IMAGE_STORAGE
     ds.SOPInstanceUID = sop_uid
-    t = _at(study, 0.5)
-    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = _da(study.date)
+    t = study_moment(study, 0.5)
+    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = dicom_date(study.date)
     ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = _tm(t, p.vendor)
     ds.Modality = "CT"
     _equipment(ds, study)
@@ -557,8 +544,8 @@ def build_dose_screen(plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> t
         y += int(size * 1.45)
     ds = Dataset()
     sop_uid = uids.instance(plan, study, "dose", 1)
-    ds.file_meta = _file_meta(SECONDARY_CAPTURE_STORAGE, sop_uid, p.vendor)
-    _patient_study(ds, plan, study, uids)
+    ds.file_meta = file_meta_for(SECONDARY_CAPTURE_STORAGE, sop_uid, p.vendor)
+    add_patient_study(ds, plan, study, uids)
     ds.ImageType = {
         "siemens": ["DERIVED", "SECONDARY", "OTHER"],
         "ge": ["ORIGINAL", "PRIMARY", "SCREEN SAVE"],
@@ -567,8 +554,8 @@ def build_dose_screen(plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> t
     }[p.vendor]
     ds.SOPClassUID = SECONDARY_CAPTURE_STORAGE
     ds.SOPInstanceUID = sop_uid
-    t = _at(study, 9.0)
-    ds.SeriesDate = ds.ContentDate = _da(study.date)
+    t = study_moment(study, 9.0)
+    ds.SeriesDate = ds.ContentDate = dicom_date(study.date)
     ds.SeriesTime = ds.ContentTime = _tm(t, p.vendor)
     ds.Modality = "CT"
     ds.ConversionType = "WSD"
@@ -590,235 +577,3 @@ def build_dose_screen(plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> t
     return ds, [text for text, _ in lines]
 
 
-def _pin_uids_and_times(ds: Dataset, replacements: dict[str, str]) -> None:
-    """Replace library-generated UIDs everywhere in ``ds`` (recursively)."""
-    for elem in ds.iterall():
-        if elem.VR == "UI" and isinstance(elem.value, str) and elem.value in replacements:
-            elem.value = replacements[elem.value]
-
-
-def build_segmentation(
-    plan: PatientPlan,
-    study: StudyPlan,
-    uids: StudyUIDs,
-    ct_slices: list[Dataset],
-    mask: np.ndarray,
-    nodule_index: int,
-    lobe: str,
-) -> Dataset:
-    """One BINARY DICOM SEG (highdicom) of one nodule, referencing the axial series.
-
-    Parameters
-    ----------
-    ct_slices
-        The axial series in Instance Number order.
-    mask
-        ``[k, row, column]`` along increasing z (as rendered).
-    """
-    order = list(range(mask.shape[0] - 1, -1, -1)) if study.protocol.descending else list(range(mask.shape[0]))
-    tracking_uid = make_uid(plan.seed, "patient", plan.index, "nodule", nodule_index)
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=f"Nodule {nodule_index}",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Nodule,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        tracking_uid=tracking_uid,
-        tracking_id=f"Nodule {nodule_index}",
-        anatomic_regions=[LOBE_CODES[lobe]],
-    )
-    when = _at(study, 40.0 + nodule_index)
-    series_uid = uids.instance(plan, study, "seg-series", nodule_index)
-    seg = hd.seg.Segmentation(
-        source_images=ct_slices,
-        pixel_array=mask[order].astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
-        series_instance_uid=series_uid,
-        series_number=SEG_SERIES_BASE + nodule_index,
-        sop_instance_uid=uids.instance(plan, study, "seg", nodule_index),
-        instance_number=1,
-        manufacturer=ANNOTATION_EQUIPMENT["manufacturer"],
-        manufacturer_model_name=ANNOTATION_EQUIPMENT["model"],
-        software_versions=ANNOTATION_EQUIPMENT["software"],
-        device_serial_number=ANNOTATION_EQUIPMENT["serial"],
-        content_description=f"Nodule {nodule_index} {lobe}",
-        content_creator_name=staff_forms(study.radiologist)[0],
-        content_label=f"NODULE{nodule_index}",
-        series_description=f"Nodule {nodule_index} SEG",
-        content_date=study.date,
-        content_time=when.time(),
-        series_date=study.date,
-        series_time=when.time(),
-    )
-    # highdicom stamps creation time and random dimension-organization UIDs: pin them.
-    seg.InstanceCreationDate = DA(_da(study.date))
-    seg.InstanceCreationTime = TM(when.strftime("%H%M%S"))
-    generated = {
-        item.DimensionOrganizationUID: uids.instance(plan, study, "seg-dimorg", nodule_index)
-        for item in seg.get("DimensionOrganizationSequence", [])
-    }
-    _pin_uids_and_times(seg, generated)
-    for item in seg.get("ContributingEquipmentSequence", []):
-        if "ContributionDateTime" in item:
-            item.ContributionDateTime = _at(study, 2.0).strftime("%Y%m%d%H%M%S")
-    seg.file_meta.ImplementationClassUID = UID(make_uid(0, "implementation", "annotation"))
-    seg.file_meta.ImplementationVersionName = ANNOTATION_EQUIPMENT["version_name"]
-    return seg
-
-
-def trace_contours(mask2d: np.ndarray) -> list[np.ndarray]:
-    """Closed outlines along voxel edges of a 2-D mask (one per 4-connected component).
-
-    Vertices are pixel corners in ``(column, row)`` units, where pixel ``(r, c)`` spans
-    ``[c - 0.5, c + 0.5] x [r - 0.5, r + 0.5]``. Because every voxel centre lies half a
-    voxel from any edge, filling the outlines at voxel centres (even-odd or union) gives
-    back ``mask2d`` exactly. Holes must already be filled.
-    """
-    m = np.pad(mask2d.astype(bool), 1)
-    edges: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    rows, cols = np.nonzero(m)
-    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        # Clockwise on screen (y down): interior on the right of the direction of travel.
-        if not m[r - 1, c]:
-            edges.setdefault((c, r), []).append((c + 1, r))
-        if not m[r, c + 1]:
-            edges.setdefault((c + 1, r), []).append((c + 1, r + 1))
-        if not m[r + 1, c]:
-            edges.setdefault((c + 1, r + 1), []).append((c, r + 1))
-        if not m[r, c - 1]:
-            edges.setdefault((c, r + 1), []).append((c, r))
-    loops: list[np.ndarray] = []
-    while edges:
-        start = min(edges)
-        points = [start]
-        prev = start
-        current = edges[start].pop(0)
-        if not edges[start]:
-            del edges[start]
-        while current != start:
-            outgoing = edges[current]
-            if len(outgoing) > 1:
-                # Two components touching at a corner: turn right to stay on this pixel.
-                din = (current[0] - prev[0], current[1] - prev[1])
-                outgoing.sort(key=lambda q: -(din[0] * (q[1] - current[1]) - din[1] * (q[0] - current[0])))
-            nxt = outgoing.pop(0)
-            if not outgoing:
-                del edges[current]
-            points.append(current)
-            prev, current = current, nxt
-        pts = np.array(points, dtype=float)
-        # Drop vertices in the middle of straight runs.
-        before = np.roll(pts, 1, axis=0)
-        after = np.roll(pts, -1, axis=0)
-        cross = (pts[:, 0] - before[:, 0]) * (after[:, 1] - pts[:, 1]) - (pts[:, 1] - before[:, 1]) * (
-            after[:, 0] - pts[:, 0]
-        )
-        # Back to unpadded pixel indices: corner (c, r) of the padded grid is (c - 1.5, r - 1.5).
-        loops.append(pts[cross != 0] - 1.5)
-    return loops
-
-
-def build_rtstruct(
-    plan: PatientPlan,
-    study: StudyPlan,
-    uids: StudyUIDs,
-    ct_slices: list[Dataset],
-    rendered: RenderedSeries,
-    lobes: list[str],
-) -> Dataset:
-    """An RT Structure Set with one ROI per nodule, contours traced from the masks."""
-    p = study.protocol
-    ds = Dataset()
-    ds.file_meta = _file_meta(RT_STRUCTURE_SET_STORAGE, uids.rtstruct_instance, "annotation")
-    ds.file_meta.ImplementationClassUID = UID(make_uid(0, "implementation", "annotation"))
-    _patient_study(ds, plan, study, uids)
-    when = _at(study, 55.0)
-    ds.InstanceCreationDate = _da(study.date)
-    ds.InstanceCreationTime = when.strftime("%H%M%S")
-    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-    ds.SOPInstanceUID = uids.rtstruct_instance
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesDate = _da(study.date)
-    ds.SeriesTime = when.strftime("%H%M%S")
-    ds.Manufacturer = ANNOTATION_EQUIPMENT["manufacturer"]
-    ds.ManufacturerModelName = ANNOTATION_EQUIPMENT["model"]
-    ds.SoftwareVersions = ANNOTATION_EQUIPMENT["software"]
-    ds.DeviceSerialNumber = ANNOTATION_EQUIPMENT["serial"]
-    ds.SeriesDescription = "Nodule contours"
-    ds.SeriesInstanceUID = uids.rtstruct_series
-    ds.SeriesNumber = RTSTRUCT_SERIES_NUMBER
-    ds.InstanceNumber = 1
-    ds.OperatorsName = staff_forms(study.radiologist)[0]
-    ds.FrameOfReferenceUID = uids.frame_of_reference
-    ds.StructureSetLabel = "Nodules"
-    ds.StructureSetName = f"Nodules {study.date.isoformat()}"
-    ds.StructureSetDate = _da(study.date)
-    ds.StructureSetTime = when.strftime("%H%M%S")
-
-    def image_ref(sop_uid: str) -> Dataset:
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
-        ref.ReferencedSOPInstanceUID = sop_uid
-        return ref
-
-    series_ref = Dataset()
-    series_ref.SeriesInstanceUID = uids.ct_series
-    series_ref.ContourImageSequence = Sequence([image_ref(s.SOPInstanceUID) for s in ct_slices])
-    study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = STUDY_COMPONENT_MANAGEMENT
-    study_ref.ReferencedSOPInstanceUID = uids.study
-    study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
-    for_ref = Dataset()
-    for_ref.FrameOfReferenceUID = uids.frame_of_reference
-    for_ref.RTReferencedStudySequence = Sequence([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = Sequence([for_ref])
-
-    # Slice k (along +z) is instance n - k when the vendor numbers from the top.
-    n = p.n_slices
-    sop_of_k = {
-        k: ct_slices[(n - 1 - k) if p.descending else k].SOPInstanceUID for k in range(n)
-    }
-    ps = rendered.pixel_spacing
-    x0, y0 = rendered.origin_xy
-    roi_items, contour_items, obs_items = [], [], []
-    for i, (mask, lobe) in enumerate(zip(rendered.masks, lobes, strict=True), start=1):
-        roi = Dataset()
-        roi.ROINumber = i
-        roi.ReferencedFrameOfReferenceUID = uids.frame_of_reference
-        roi.ROIName = f"Nodule {i}"
-        roi.ROIDescription = f"Nodule {i} {lobe}"
-        roi.ROIGenerationAlgorithm = "MANUAL"
-        roi_items.append(roi)
-        contours: list[Dataset] = []
-        for k in range(n):
-            if not mask[k].any():
-                continue
-            z = float(rendered.z[k])
-            for loop in trace_contours(mask[k]):
-                item = Dataset()
-                item.ContourImageSequence = Sequence([image_ref(sop_of_k[k])])
-                item.ContourGeometricType = "CLOSED_PLANAR"
-                item.NumberOfContourPoints = len(loop)
-                item.ContourNumber = len(contours) + 1
-                xyz = []
-                for c, r in loop:
-                    xyz += [f"{x0 + c * ps:.3f}", f"{y0 + r * ps:.3f}", f"{z:.3f}"]
-                item.ContourData = xyz
-                contours.append(item)
-        rc = Dataset()
-        rc.ROIDisplayColor = [[255, 64, 64], [64, 200, 255], [255, 200, 0]][(i - 1) % 3]
-        rc.ReferencedROINumber = i
-        rc.ContourSequence = Sequence(contours)
-        contour_items.append(rc)
-        obs = Dataset()
-        obs.ObservationNumber = i
-        obs.ReferencedROINumber = i
-        obs.RTROIInterpretedType = "GTV"
-        obs.ROIInterpreter = staff_forms(study.radiologist)[0]
-        obs_items.append(obs)
-    ds.StructureSetROISequence = Sequence(roi_items)
-    ds.ROIContourSequence = Sequence(contour_items)
-    ds.RTROIObservationsSequence = Sequence(obs_items)
-    ds.ApprovalStatus = "UNAPPROVED"
-    return ds

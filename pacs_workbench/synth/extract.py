@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from pacs_workbench.core.executor import map_items
+from pacs_workbench.core.files import temp_file_owner, write_bytes_atomic, write_text_atomic
 from pacs_workbench.synth import dicom_writer as dw
-from pacs_workbench.synth.common import TMP_PREFIX, derive_rng, safe_component, write_atomic, write_text_atomic
+from pacs_workbench.synth.common import derive_rng, make_uid, safe_component
 from pacs_workbench.synth.ehr import EHR_COLUMNS, build_bundle, bundle_json, ehr_row
 from pacs_workbench.synth.imaging import VENDORS, render_series
 from pacs_workbench.synth.patients import (
@@ -34,6 +35,7 @@ from pacs_workbench.synth.patients import (
     staff_forms,
 )
 from pacs_workbench.synth.reports import NoduleFinding, lung_rads, measured_diameter, write_report
+from pacs_workbench.synth.segmentations import RTSTRUCT_SERIES_NUMBER, build_rtstruct, build_segmentation
 
 MARKER = ".pacs-workbench-synth.json"
 MANAGED = ("dicom", "ehr", "reports", "truth", "README.md")
@@ -95,7 +97,7 @@ class _Writer:
         self.phi.update(c for c, _ in self.candidates if c in text)
 
     def write(self, rel: str, data: bytes, kind: str) -> None:
-        write_atomic(self.out / rel, data)
+        write_bytes_atomic(self.out / rel, data)
         self.files[kind] += 1
         self.bytes += len(data)
         self.paths.append(rel)
@@ -213,14 +215,14 @@ def _write_study(
     lobes = [n.lobe for n in plan.nodules]
     seg_info = []
     for nodule, mask in zip(plan.nodules, rendered.masks, strict=True):
-        seg = dw.build_segmentation(plan, study, uids, ct, mask, nodule.index, nodule.lobe)
+        seg = build_segmentation(plan, study, uids, ct, mask, nodule.index, nodule.lobe)
         rel = f"{_series_dir(study_dir, int(seg.SeriesNumber), str(seg.SeriesDescription))}/0001.dcm"
         writer.write(rel, dw.to_bytes(seg), "seg")
         seg_info.append((str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID), rel))
     rt_rel = ""
     if study.with_rtstruct:
-        rt = dw.build_rtstruct(plan, study, uids, ct, rendered, lobes)
-        rt_rel = f"{_series_dir(study_dir, dw.RTSTRUCT_SERIES_NUMBER, str(rt.SeriesDescription))}/0001.dcm"
+        rt = build_rtstruct(plan, study, uids, ct, rendered, lobes)
+        rt_rel = f"{_series_dir(study_dir, RTSTRUCT_SERIES_NUMBER, str(rt.SeriesDescription))}/0001.dcm"
         writer.write(rt_rel, dw.to_bytes(rt), "rtstruct")
 
     # Reader measurements and the report.
@@ -290,7 +292,7 @@ def _write_study(
                 "study_index": study.index,
                 "days_from_baseline": study.days_from_baseline,
                 "nodule_index": nodule.index,
-                "tracking_uid": dw.make_uid(plan.seed, "patient", plan.index, "nodule", nodule.index),
+                "tracking_uid": make_uid(plan.seed, "patient", plan.index, "nodule", nodule.index),
                 "lobe": nodule.lobe,
                 "malignant": int(nodule.malignant),
                 "calcified": int(nodule.calcified),
@@ -359,7 +361,8 @@ def _remove_stale(out: Path, keep: set[str]) -> int:
             for name in filenames:
                 path = Path(dirpath) / name
                 rel = path.relative_to(out).as_posix()
-                if rel not in keep or name.startswith(TMP_PREFIX):
+                # A temporary file of an interrupted write (its own name is never kept) goes too.
+                if rel not in keep or temp_file_owner(path) is not None:
                     path.unlink()
                     removed += 1
             if not any(Path(dirpath).iterdir()):
@@ -425,7 +428,7 @@ def generate(
     def put(rel: str, text: str, kind: str) -> None:
         nonlocal total_bytes
         data = text.encode("utf-8")
-        write_atomic(out / rel, data)
+        write_bytes_atomic(out / rel, data)
         keep.add(rel)
         files[kind] += 1
         total_bytes += len(data)

@@ -23,10 +23,10 @@ import pytest
 from matplotlib.path import Path as PolygonPath
 
 from pacs_workbench.synth import generate
-from pacs_workbench.synth.dicom_writer import trace_contours
 from pacs_workbench.synth.ehr import EHR_COLUMNS
 from pacs_workbench.synth.imaging import VENDORS
 from pacs_workbench.synth.patients import OUTCOME_MODEL, plan_cohort
+from pacs_workbench.synth.segmentations import trace_contours
 
 SEED = 20  # 5 patients: four vendors, follow-ups, both outcomes, PHI in every free-text field
 N_PATIENTS = 5
@@ -89,12 +89,16 @@ def test_rerun_overwrites_identically_and_removes_stale_files(extract, tmp_path)
     out, _ = extract
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    (copy / "dicom" / ".synth-tmp-leftover").write_bytes(b"half")
+    (copy / "dicom" / ".synth-tmp-leftover").write_bytes(b"half")  # an earlier version's temporary name
+    # What core.files.write_atomic leaves when a run is killed mid-write (pid of a process long gone).
+    interrupted = copy / "truth" / ".studies.csv.999999999-x1y2z3.tmp"
+    interrupted.write_bytes(b"half")
     summary = generate(copy, patients=3, seed=SEED, workers=1, progress=False)
     fresh = generate(tmp_path / "fresh", patients=3, seed=SEED, workers=1, progress=False)
     assert summary["stale_removed"] > 0
     assert _hashes(copy) == _hashes(tmp_path / "fresh")
     assert fresh["stale_removed"] == 0
+    assert not interrupted.exists() and not list(copy.rglob(".*.tmp"))
 
 
 def test_refuses_a_folder_it_did_not_write(tmp_path):
@@ -125,7 +129,7 @@ def test_layout_and_summary(extract, truth):
         assert (out / study["ct_series_dir"]).is_dir()
     for name in ("phi_values.txt", "patients.csv", "nodules.csv", "studies.csv", "README.md", "model.json"):
         assert (out / "truth" / name).is_file()
-    assert not list(out.rglob(".synth-tmp-*"))
+    assert not list(out.rglob(".synth-tmp-*")) and not list(out.rglob(".*.tmp"))
 
 
 def test_readme_carries_no_phi(extract):
