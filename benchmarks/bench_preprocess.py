@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from pacs_workbench.preprocess import pipeline as preprocess
+from pacs_workbench.preprocess import load_mask, load_series, preprocess_cases, preprocess_image, scan_tree
 
 WORK = Path(__file__).resolve().parent / "_work" / "preprocess"
 PARAMS = {"target_spacing_mm": [1.0, 1.0, 1.0], "crop_margin_mm": 10.0}
@@ -56,20 +56,20 @@ def main() -> None:
 
     data = WORK / "data"
     generate(data, patients=args.patients, seed=0)
-    scan_s, scan = _best(lambda: preprocess.scan_tree(data / "dicom", progress=False), args.repeat)
+    scan_s, scan = _best(lambda: scan_tree(data / "dicom", progress=False), args.repeat)
     cases = scan.cases
     n = len(cases)
     serial_dir, parallel_dir = WORK / "serial", WORK / "parallel"
     serial_s, _ = _best(
-        lambda: preprocess.preprocess_cases(cases, serial_dir, PARAMS, workers=1, progress=False),
+        lambda: preprocess_cases(cases, serial_dir, PARAMS, workers=1, progress=False),
         args.repeat, _fresh(serial_dir),
     )
     parallel_s, _ = _best(
-        lambda: preprocess.preprocess_cases(cases, parallel_dir, PARAMS, workers=2, progress=False),
+        lambda: preprocess_cases(cases, parallel_dir, PARAMS, workers=2, progress=False),
         args.repeat, _fresh(parallel_dir),
     )
     cached_s, cached = _best(
-        lambda: preprocess.preprocess_cases(cases, serial_dir, PARAMS, workers=1, progress=False), args.repeat
+        lambda: preprocess_cases(cases, serial_dir, PARAMS, workers=1, progress=False), args.repeat
     )
     assert bool(cached["cached"].all()), "rerun did not come from the cache"
     rows = [
@@ -84,10 +84,10 @@ def main() -> None:
     reference = os.environ.get("PACS_WORKBENCH_REFERENCE")
     if reference:
         root = Path(reference) / "ibsi" / "ct_radiomics_phantom" / "dicom"
-        load_s, image = _best(lambda: preprocess.load_series(root / "image"), args.repeat)
-        mask_s, mask = _best(lambda: preprocess.load_mask(root / "mask" / "DCM_RS_00060.dcm", image), args.repeat)
+        load_s, image = _best(lambda: load_series(root / "image"), args.repeat)
+        mask_s, mask = _best(lambda: load_mask(root / "mask" / "DCM_RS_00060.dcm", image), args.repeat)
         resample_s, _ = _best(
-            lambda: preprocess.preprocess_image(image, mask, {"target_spacing_mm": 2.0, "crop_margin_mm": None}),
+            lambda: preprocess_image(image, mask, {"target_spacing_mm": 2.0, "crop_margin_mm": None}),
             args.repeat,
         )
         for step, seconds in (("IBSI phantom: load 60 slices", load_s), ("IBSI phantom: rasterize RTSTRUCT", mask_s),

@@ -33,11 +33,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pacs_workbench.cohort.index import build_index, index_files
+from pacs_workbench.cohort.crawl import index_files
+from pacs_workbench.cohort.index import build_index
 from pacs_workbench.core.pseudonym import generate_key
 from pacs_workbench.deid.run import FileTask, deidentify_file
-from pacs_workbench.preprocess.pipeline import SeriesError, inspect_series, read_series
-from pacs_workbench.preprocess.series import read_header
+from pacs_workbench.preprocess import SeriesError, inspect_series, read_header, read_series
 from tests import fault_helpers as fh
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]

@@ -87,7 +87,7 @@ def plot_intensity_histograms(result: pd.DataFrame, by: str = "Manufacturer") ->
     """Intensity histograms per group (vendor) before and after preprocessing.
 
     Uses the voxel samples ``sample_before`` (native values in the output region) and
-    ``sample_after`` (output volume) that :func:`pacs_workbench.preprocess.pipeline.preprocess_cases` records.
+    ``sample_after`` (output volume) that :func:`pacs_workbench.preprocess.run.preprocess_cases` records.
     """
     ok = result[result["status"] == "ok"]
     groups = sorted(ok[by].fillna("unknown").astype(str).unique()) if len(ok) else []
