@@ -335,8 +335,9 @@ def find_cases(
     -------
     pandas.DataFrame
         ``case_id`` (short hash of the series UID and of the mask instance + segment number),
-        ``series_folder``, ``mask_path`` (inputs for :func:`preprocess_cases`; do not print them,
-        source folder names can identify), ``SeriesInstanceUID``, ``StudyInstanceUID``,
+        ``series_folder``, ``mask_path`` (inputs for
+        :func:`~pacs_workbench.preprocess.run.preprocess_cases`; do not print them, source folder
+        names can identify), ``SeriesInstanceUID``, ``StudyInstanceUID``,
         ``Modality``, ``Manufacturer``, ``StudyDate``, ``pseudo_patient_id``,
         ``pseudo_patient_id_scope`` (``deid``/``key``/``run``), ``mask_source``,
         ``segment_number``, ``series_valid``, ``series_flags``.

@@ -18,9 +18,8 @@ import numpy as np
 
 from pacs_workbench.preprocess.headers import HeaderRecord
 
+# Slices closer than this along the normal share a position; orientations closer than this are one.
 _SAME_POSITION_MM = 0.01
-
-
 _ORIENTATION_TOL = 1e-3
 
 

@@ -21,9 +21,8 @@ from pacs_workbench.preprocess.grid import Grid, grid_of, physical_bounds, same_
 from pacs_workbench.preprocess.masks import MaskError
 from pacs_workbench.preprocess.series import META_MODALITY, meta_value
 
+# Voxels kept per image for the before/after intensity histograms.
 _SAMPLE_SIZE = 2048
-
-
 _INTERPOLATORS = {
     "nearest": sitk.sitkNearestNeighbor,
     "linear": sitk.sitkLinear,

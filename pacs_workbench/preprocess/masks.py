@@ -311,7 +311,8 @@ def read_mask(
     path
         DICOM SEG, DICOM RTSTRUCT, or a label map SimpleITK can read (NIfTI, NRRD, MHA, ...).
     image
-        The image whose grid the mask must be on (from :func:`load_series` or any SimpleITK image).
+        The image whose grid the mask must be on (from
+        :func:`~pacs_workbench.preprocess.series.load_series` or any SimpleITK image).
     segment
         SEG (0062,0004) Segment Number, RTSTRUCT (3006,0022) ROI Number, or label value; all
         segments/ROIs/labels combined when ``None``.
@@ -354,8 +355,8 @@ def load_mask(path: str | os.PathLike[str], image: sitk.Image, *, segment: int |
         DICOM SEG (read with highdicom), DICOM RTSTRUCT (closed planar contours rasterized on
         voxel centres with the even-odd rule, so inner contours are holes) or a NIfTI/NRRD label map.
     image
-        Target grid. When it came from :func:`load_series`, the mask's referenced series and
-        frame of reference are checked against it.
+        Target grid. When it came from :func:`~pacs_workbench.preprocess.series.load_series`, the
+        mask's referenced series and frame of reference are checked against it.
     segment
         Which segment/ROI/label; all combined when ``None``.
 

@@ -1,6 +1,6 @@
 """Tables for the QC notebook: series geometry, exclusions, flags, masks, the run and montages.
 
-No table shows a UID, a path or header free text; series appear by :func:`series_key`.
+No table shows a UID, a path or header free text; series appear by :func:`~pacs_workbench.preprocess.cases.series_key`.
 """
 
 from __future__ import annotations

@@ -459,8 +459,9 @@ def preprocess_cases(
         ``(case_id, series_folder, mask_path)`` tuples, or a DataFrame with those columns and
         optionally ``SeriesInstanceUID`` (to pick the series in a shared folder), ``segment_number``
         and provenance columns (``StudyInstanceUID``, ``Modality``, ``Manufacturer``, ``StudyDate``,
-        ``pseudo_patient_id``, ``mask_source``) -- the output of :func:`find_cases`. ``case_id`` must be
-        a pseudonymous key (letters, digits, ``._-``): it names the output files.
+        ``pseudo_patient_id``, ``mask_source``) -- the output of
+        :func:`~pacs_workbench.preprocess.cases.find_cases`. ``case_id`` must be a pseudonymous key
+        (letters, digits, ``._-``): it names the output files.
     out_dir
         Receives ``volumes/<case_id>_image.nii.gz``, ``volumes/<case_id>_mask.nii.gz`` (plus a
         ``<case_id>.json`` cache record), ``preprocess.parquet``, ``cases.parquet`` and ``cases.csv``.

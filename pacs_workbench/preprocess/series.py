@@ -3,9 +3,9 @@
 A series becomes a volume only when its slices tile space regularly: one orientation,
 one slice per position, even spacing along the slice normal, a stack perpendicular to
 the slices (no gantry tilt) and no second acquisition or phase interleaved. The checks
-run on headers alone (:func:`inspect_headers`), so a whole tree can be screened without
-reading pixels; :func:`read_series` then builds the image from the plan the checks
-produced. A series that fails is reported with its reason (:class:`SeriesError`), never
+run on headers alone (:func:`~pacs_workbench.preprocess.checks.inspect_headers`), so a whole
+tree can be screened without reading pixels; :func:`read_series` then builds the image from
+the plan the checks produced. A series that fails is reported with its reason (:class:`SeriesError`), never
 forced into a volume.
 
 Conventions: slices are sorted by (0020,0032) Image Position (Patient) projected on the
@@ -81,7 +81,7 @@ def inspect_series(
     series_uid
         Which series, when the folder holds more than one.
     correct_tilt, spacing_tolerance, min_slices
-        See :func:`inspect_headers`.
+        See :func:`~pacs_workbench.preprocess.checks.inspect_headers`.
     """
     skipped: list[str] = []
     records = collect_headers(folder, series_uid, skipped=skipped)
