@@ -1,7 +1,7 @@
 """End to end: the ``pacs-workbench demo`` pipeline's wall time per step, and how it grows with the cohort.
 
-Runs what ``pacs-workbench demo`` runs (``runner.prepare_demo_data``: the synthetic extract and a
-project key, then ``runner.run_notebooks``: every numbered notebook with papermill and its HTML),
+Runs what ``pacs-workbench demo`` runs (``prepare_demo_data``: the synthetic extract and a
+project key, then ``run_notebooks``: every numbered notebook with papermill and its HTML),
 from an empty folder under ``benchmarks/_work/e2e/`` (never ``data/demo``), with the default
 parameters (``notebooks/params/default.yaml``, its ``data/demo`` paths pointed at that folder).
 It times the extract and takes each notebook's duration from the run (``run.json``), first for
@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from pacs_workbench.runner import run as runner
+from pacs_workbench.runner import discover_notebooks, prepare_demo_data, retarget_params, run_notebooks
 
 WORK = Path(__file__).resolve().parent / "_work" / "e2e"
 SYNTH_STEP = "synthetic extract + key"
@@ -39,7 +39,7 @@ SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 10
 
 def write_params(target: Path, data_dir: Path, notebooks: list[Path], *, small_model: bool) -> Path:
     """The default parameter file with its ``data/demo`` paths pointed at ``data_dir``."""
-    params = runner.retarget_params(data_dir, notebooks)
+    params = retarget_params(data_dir, notebooks)
     if small_model:
         params.setdefault("04_radiomics_model", {}).update(SMALL_MODEL)
     target.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -55,9 +55,9 @@ def run_pipeline(patients: int, seed: int, notebooks: list[Path], *, small_model
     params_file = write_params(root / "params.yaml", data_dir, notebooks, small_model=small_model)
     print(f"e2e: {patients} patients into {root}", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    runner.prepare_demo_data(data_dir, patients=patients, seed=seed)
+    prepare_demo_data(data_dir, patients=patients, seed=seed)
     synth_s = time.perf_counter() - started
-    result = runner.run_notebooks(params_file, root / "reports", notebooks=notebooks, base_dir=root)
+    result = run_notebooks(params_file, root / "reports", notebooks=notebooks, base_dir=root)
     total_s = time.perf_counter() - started
     record = json.loads((root / "reports" / "run.json").read_text(encoding="utf-8"))
     steps = {SYNTH_STEP: {"status": "ok", "seconds": round(synth_s, 1)}}
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the key figures to this JSON file")
     args = parser.parse_args(argv)
 
-    available = runner.discover_notebooks()
+    available = discover_notebooks()
     wanted = [s.strip() for s in args.notebooks.split(",") if s.strip()]
     unknown = set(wanted) - {p.stem for p in available}
     if unknown:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pacs_workbench.runner import run as runner
+from pacs_workbench.runner import prepare_demo_data, retarget_params, run_notebooks
 
 PATIENTS = 12
 # Enough patients for a model, with a cross-validation small enough for a test.
@@ -19,12 +19,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("tiny")
     data_dir = root / "data"
     data_dir.mkdir()
-    runner.prepare_demo_data(data_dir, patients=PATIENTS, seed=3)
-    params = runner.retarget_params(data_dir)
+    prepare_demo_data(data_dir, patients=PATIENTS, seed=3)
+    params = retarget_params(data_dir)
     params["04_radiomics_model"].update(SMALL_MODEL)
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
-    result = runner.run_notebooks(params_file, root / "reports", base_dir=root)
+    result = run_notebooks(params_file, root / "reports", base_dir=root)
     return {"root": root, "data": data_dir, "params": params_file, "reports": root / "reports", "result": result}
 
 
