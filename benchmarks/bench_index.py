@@ -192,10 +192,10 @@ class _Clock:
 def _phase_loop(data: Path, out: Path) -> tuple[int, _Clock]:
     import pandas as pd
 
-    from pacs_workbench.cohort import index
     from pacs_workbench.dicom.read import to_python
+    from pacs_workbench.dicom.schema import KEYWORD_TAGS, RowSource, values_to_row
 
-    keywords = list(index._KEYWORD_TAGS)
+    keywords = list(KEYWORD_TAGS)
     rows: list[dict[str, Any]] = []
     with _Clock() as clock:
         for folder, _, files in os.walk(data):
@@ -208,12 +208,8 @@ def _phase_loop(data: Path, out: Path) -> tuple[int, _Clock]:
                     continue
                 values = {k: to_python(ds.get(k)) for k in keywords}
                 meta = ds.file_meta
-                rows.append(
-                    index._make_row(
-                        values, path, st.st_size, st.st_mtime_ns, str(meta.get("TransferSyntaxUID", "")),
-                        None, None,
-                    )
-                )  # fmt: skip
+                source = RowSource(path, st.st_size, st.st_mtime_ns, str(meta.get("TransferSyntaxUID", "")))
+                rows.append(values_to_row(values, source))
         out.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_parquet(out / "instances.parquet")
     return len(rows), clock

@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests/orthanc.py holds the Orthanc start/stop logic
 
 from pacs_workbench.cohort.index import build_index  # noqa: E402
-from pacs_workbench.dicom import net as pacs  # noqa: E402
+from pacs_workbench.dicom.net.dicomweb import query_instances_dicomweb  # noqa: E402
 from tests.orthanc import (  # noqa: E402
     OUR_AET,
     OrthancServer,
@@ -95,7 +95,7 @@ def timed(run: Callable[[], int], repeat: int) -> tuple[int, float]:
 
 def qido_only(url: str) -> int:
     """Instances found by the paged QIDO-RS instance search alone (no metadata, no index)."""
-    return sum(1 for _ in pacs.query_instances_dicomweb(url, metadata=False, progress=False))
+    return sum(1 for _ in query_instances_dicomweb(url, metadata=False, progress=False))
 
 
 def main(argv: list[str] | None = None) -> int:

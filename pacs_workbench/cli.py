@@ -136,7 +136,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     "pacs-workbench {command}: error: PACS query failed ({exc_type}); the previous index is unchanged",
 )
 def _cmd_index(args: argparse.Namespace) -> int:
-    from pacs_workbench.cohort.index import build_index
+    from pacs_workbench.cohort import build_index
 
     summary = build_index(args.src, args.out, workers=args.workers, scheduler=args.scheduler)
     _print_json(summary)
@@ -179,7 +179,7 @@ def _add_retrieve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from pacs_workbench.dicom.net import read_series_list, retrieve_series
+    from pacs_workbench.dicom.net.retrieve import read_series_list, retrieve_series
 
     summary = retrieve_series(
         args.pacs,

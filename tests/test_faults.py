@@ -415,7 +415,7 @@ def test_two_feature_runs_sharing_a_cache_agree(cases_csv: Path, tmp_path: Path)
 def test_retrieve_interrupted_by_a_stopped_pacs_reports_the_missing_series_and_resumes(
     extract: Path, tmp_path: Path
 ) -> None:
-    from pacs_workbench.dicom import net as pacs
+    from pacs_workbench.dicom.net.retrieve import retrieve_series
     from tests.orthanc import restart, start_orthanc
 
     files = sorted((extract / "dicom").rglob("*.dcm"))
@@ -427,7 +427,7 @@ def test_retrieve_interrupted_by_a_stopped_pacs_reports_the_missing_series_and_r
         stopper = threading.Timer(1.5, server.stop)
         stopper.start()
         try:
-            first = pacs.retrieve_series(
+            first = retrieve_series(
                 server.dicomweb_url, selection, out, max_connections=1, rate_limit=4.0, retries=0,
                 timeout=5, progress=False,
             )
@@ -445,7 +445,7 @@ def test_retrieve_interrupted_by_a_stopped_pacs_reports_the_missing_series_and_r
         assert not fh.temp_leftovers(out)
 
         restart(server)
-        second = pacs.retrieve_series(server.dicomweb_url, selection, out, progress=False, timeout=20)
+        second = retrieve_series(server.dicomweb_url, selection, out, progress=False, timeout=20)
         assert second.ok, second.missing
         assert second.fetched_series >= len(first.missing)
     got = {p.stem: p for p in out.rglob("*.dcm")}
