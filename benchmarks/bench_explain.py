@@ -3,7 +3,7 @@
 Builds a radiomics-like table (``--cases`` cases, ``--features`` noisy features of which five carry
 the outcome, a vendor shift), fits the modeling stage once (1 repeat of 5 outer folds, saved
 models) in ``benchmarks/_work/explain/``, then times TreeSHAP on every fold's held-out cases with
-both implementations (best of ``--repeat``), a whole :func:`pacs_workbench.explain.review.run_explain`
+both implementations (best of ``--repeat``), a whole :func:`pacs_workbench.explain.run_explain`
 and its cached rerun. Prints seconds, cases per second and ratios against ``pred_contrib``, and
 the largest difference between the two implementations.
 
@@ -23,8 +23,9 @@ import lightgbm
 import numpy as np
 import pandas as pd
 
-from pacs_workbench.explain import review as explain
-from pacs_workbench.radiomics import model as modeling
+from pacs_workbench.explain import run_explain
+from pacs_workbench.explain.shap import fold_jobs, tree_shap
+from pacs_workbench.radiomics import ModelingConfig, run_modeling
 
 WORK = Path(__file__).resolve().parent / "_work" / "explain"
 
@@ -66,14 +67,14 @@ def main() -> None:
     args = parser.parse_args()
 
     shutil.rmtree(WORK, ignore_errors=True)
-    config = modeling.ModelingConfig(
+    config = ModelingConfig(
         label="label", group="patient", batch="Manufacturer", repeats=1, outer_folds=5, inner_folds=3, n_boot=100,
         corr_threshold=1.0, lightgbm_grid={"clf__max_depth": [3]},
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        modeling.run_modeling(make_table(args.cases, args.features), WORK / "model", config, progress=False)
-    jobs = explain.fold_jobs(WORK / "model")
+        run_modeling(make_table(args.cases, args.features), WORK / "model", config, progress=False)
+    jobs = fold_jobs(WORK / "model")
     folds = [
         (lightgbm.Booster(model_file=job.booster), pd.read_parquet(job.test)) for job in jobs
     ]  # fmt: skip
@@ -82,17 +83,14 @@ def main() -> None:
 
     def run(method: str) -> None:
         for booster, X in inputs:
-            explain.tree_shap(booster, X, method)
+            tree_shap(booster, X, method)
 
     native_s = _best(lambda: run("lightgbm"), args.repeat)
     package_s = _best(lambda: run("shap"), args.repeat)
-    diff = max(
-        float(np.max(np.abs(explain.tree_shap(b, X, "lightgbm")[0] - explain.tree_shap(b, X, "shap")[0])))
-        for b, X in inputs
-    )
+    diff = max(float(np.max(np.abs(tree_shap(b, X, "lightgbm")[0] - tree_shap(b, X, "shap")[0]))) for b, X in inputs)
     out = WORK / "explain"
-    full_s = _best(lambda: explain.run_explain(WORK / "model", out, progress=False, use_cache=False), args.repeat)
-    cached_s = _best(lambda: explain.run_explain(WORK / "model", out, progress=False), args.repeat)
+    full_s = _best(lambda: run_explain(WORK / "model", out, progress=False, use_cache=False), args.repeat)
+    cached_s = _best(lambda: run_explain(WORK / "model", out, progress=False), args.repeat)
     rows = [
         {"step": "TreeSHAP, LightGBM pred_contrib", "seconds": native_s, "cases_per_s": n / native_s, "ratio": 1.0},
         {"step": "TreeSHAP, shap.TreeExplainer", "seconds": package_s, "cases_per_s": n / package_s,

@@ -1,0 +1,62 @@
+"""Explain stage: the SHAP review of the modeling stage's fold models (notebook ``05_shap_review``).
+
+Every case is explained, with exact TreeSHAP values, by the LightGBM model of the outer fold that
+held it out. From those contributions the stage builds what a reviewer needs:
+
+- global: mean |SHAP| per feature with its spread over folds and repeats and a stability flag,
+  the same grouped by feature family (shape, first order, texture, clinical, other);
+- local: the highest-risk cases, the false negatives and the false positives, each with its top
+  contributions (averaged over repeats) and its image and mask from the features table;
+- scanner dependence: how much of the contribution of vendor-sensitive features follows the
+  vendor, with and without harmonization;
+- a check against planted ground truth (synthetic data only).
+
+It reads the modeling stage's output folder and the features table (files only) and writes its
+tables to the review's output folder (see :mod:`pacs_workbench.explain.review`).
+"""
+
+from pacs_workbench.explain.importance import interaction_partner
+from pacs_workbench.explain.plots import (
+    plot_beeswarm,
+    plot_case_studies,
+    plot_dependence,
+    plot_family_importance,
+    plot_rank_stability,
+    plot_scanner_dependence,
+    plot_shap_importance,
+    plot_truth_check,
+)
+from pacs_workbench.explain.review import (
+    ShapReview,
+    describe_model,
+    headline_metrics,
+    limitations,
+    run_explain,
+    stability_summary,
+)
+from pacs_workbench.explain.scanner import ScannerCheck, scanner_dependence
+from pacs_workbench.explain.truth import TruthCheck, compare_with_truth
+from pacs_workbench.explain.viewer import case_picker
+
+__all__ = [
+    "ScannerCheck",
+    "ShapReview",
+    "TruthCheck",
+    "case_picker",
+    "compare_with_truth",
+    "describe_model",
+    "headline_metrics",
+    "interaction_partner",
+    "limitations",
+    "plot_beeswarm",
+    "plot_case_studies",
+    "plot_dependence",
+    "plot_family_importance",
+    "plot_rank_stability",
+    "plot_scanner_dependence",
+    "plot_shap_importance",
+    "plot_truth_check",
+    "run_explain",
+    "scanner_dependence",
+    "stability_summary",
+]

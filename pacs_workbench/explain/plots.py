@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,14 +11,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pacs_workbench.core.display import draw_slice, note_figure, slices_through
+from pacs_workbench.core.fmt import MISSING, is_number
+from pacs_workbench.explain.cases import CaseExplanation
+from pacs_workbench.explain.families import short_name
+from pacs_workbench.explain.review import ShapReview
+from pacs_workbench.explain.scanner import ScannerCheck
+from pacs_workbench.explain.shap import Explanations
+from pacs_workbench.explain.truth import TruthCheck
 
 _RISK_UP = "#d62728"  # contributions that raise the predicted risk
 _RISK_DOWN = "#1f77b4"  # contributions that lower it
 _UNSTABLE = "#ff7f0e"
-
-
-def _short(name: str) -> str:
-    return str(name).removeprefix("original_")
 
 
 def plot_shap_importance(importance: pd.DataFrame, top: int = 15) -> Figure:
@@ -28,7 +30,7 @@ def plot_shap_importance(importance: pd.DataFrame, top: int = 15) -> Figure:
     Parameters
     ----------
     importance
-        :func:`pacs_workbench.explain.review.importance_table`.
+        :func:`~pacs_workbench.explain.importance.importance_table`.
     top
         Features shown.
     """
@@ -39,7 +41,7 @@ def plot_shap_importance(importance: pd.DataFrame, top: int = 15) -> Figure:
     colors = [_UNSTABLE if u else "#4c72b0" for u in rows["unstable"]]
     y = np.arange(len(rows))
     ax.barh(y, rows["mean_abs_shap"], xerr=rows["mean_abs_shap_sd"], color=colors, ecolor="#555555", capsize=2)
-    ax.set_yticks(y, [f"{_short(f)}  [{fam}]" for f, fam in zip(rows["feature"], rows["family"], strict=True)])
+    ax.set_yticks(y, [f"{short_name(f)}  [{fam}]" for f, fam in zip(rows["feature"], rows["family"], strict=True)])
     ax.tick_params(axis="y", labelsize=8)
     for yi, (lo, hi) in enumerate(zip(rows["fold_rank_min"], rows["fold_rank_max"], strict=True)):
         ax.text(ax.get_xlim()[1], yi, f" ranks {int(lo)}-{int(hi)}", va="center", fontsize=7, color="#555555")
@@ -58,9 +60,9 @@ def plot_rank_stability(
     Parameters
     ----------
     fold_importance
-        :func:`pacs_workbench.explain.review.fold_importance`.
+        :func:`~pacs_workbench.explain.importance.fold_importance`.
     importance
-        :func:`pacs_workbench.explain.review.importance_table` (sets the order and the unstable flags).
+        :func:`~pacs_workbench.explain.importance.importance_table` (sets the order and the unstable flags).
     top, top_k
         Features shown; the rank a feature must reach to "rank high" (dashed line).
     """
@@ -74,7 +76,7 @@ def plot_rank_stability(
         ax.scatter(ranks, yi + rng.uniform(-0.18, 0.18, ranks.size), s=12, alpha=0.6, color="#4c72b0")
         ax.plot([np.median(ranks)] * 2, [yi - 0.3, yi + 0.3], color="black", lw=2)
     ax.axvline(top_k + 0.5, color="#999999", ls="--", lw=1)
-    ax.set_yticks(np.arange(len(rows)), [_short(f) for f in rows["feature"]], fontsize=8)
+    ax.set_yticks(np.arange(len(rows)), [short_name(f) for f in rows["feature"]], fontsize=8)
     for label, unstable in zip(ax.get_yticklabels(), rows["unstable"], strict=True):
         label.set_color(_UNSTABLE if unstable else "black")
     ax.invert_yaxis()
@@ -100,15 +102,15 @@ def _swarm_offsets(values: np.ndarray, width: float = 0.38, bins: int = 60) -> n
     return offsets
 
 
-def plot_beeswarm(expl: Any, importance: pd.DataFrame, top: int = 12) -> Figure:
+def plot_beeswarm(expl: Explanations, importance: pd.DataFrame, top: int = 12) -> Figure:
     """Every case's SHAP value for the top features, coloured by the feature's value (low blue, high red).
 
     Parameters
     ----------
     expl
-        :class:`pacs_workbench.explain.review.Explanations`.
+        :class:`~pacs_workbench.explain.shap.Explanations`.
     importance
-        :func:`pacs_workbench.explain.review.importance_table` (sets which features and their order).
+        :func:`~pacs_workbench.explain.importance.importance_table` (sets which features and their order).
     top
         Features shown.
     """
@@ -126,7 +128,7 @@ def plot_beeswarm(expl: Any, importance: pd.DataFrame, top: int = 12) -> Figure:
         colour = np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.full(v.size, 0.5)
         ax.scatter(s, yi + _swarm_offsets(s), c=cmap(colour), s=9, alpha=0.8, linewidths=0)
     ax.axvline(0, color="#999999", lw=1)
-    ax.set_yticks(np.arange(len(features)), [_short(f) for f in features], fontsize=8)
+    ax.set_yticks(np.arange(len(features)), [short_name(f) for f in features], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("SHAP value (log-odds; > 0 raises the predicted risk)")
     mappable = plt.cm.ScalarMappable(cmap=cmap)
@@ -137,17 +139,19 @@ def plot_beeswarm(expl: Any, importance: pd.DataFrame, top: int = 12) -> Figure:
     return fig
 
 
-def plot_dependence(expl: Any, features: Sequence[str], partners: dict[str, str | None] | None = None) -> Figure:
+def plot_dependence(
+    expl: Explanations, features: Sequence[str], partners: dict[str, str | None] | None = None
+) -> Figure:
     """SHAP value against feature value for each feature, coloured by its interacting feature.
 
     Parameters
     ----------
     expl
-        :class:`pacs_workbench.explain.review.Explanations`.
+        :class:`~pacs_workbench.explain.shap.Explanations`.
     features
         Features to show (e.g. the top of the importance table).
     partners
-        Feature -> the feature to colour by (see :func:`pacs_workbench.explain.review.interaction_partner`);
+        Feature -> the feature to colour by (see :func:`~pacs_workbench.explain.importance.interaction_partner`);
         missing or ``None``: one colour.
     """
     features = [f for f in features if f in expl.values.columns]
@@ -166,12 +170,12 @@ def plot_dependence(expl: Any, features: Sequence[str], partners: dict[str, str 
             lo, hi = np.nanpercentile(c, [5, 95]) if np.isfinite(c).any() else (0.0, 1.0)
             points = ax.scatter(x[keep], y[keep], c=np.clip(c, lo, hi), cmap="coolwarm", s=12, alpha=0.8)
             bar = fig.colorbar(points, ax=ax, fraction=0.05, pad=0.02)
-            bar.set_label(_short(partner), fontsize=7)
+            bar.set_label(short_name(partner), fontsize=7)
             bar.ax.tick_params(labelsize=6)
         else:
             ax.scatter(x[keep], y[keep], color="#4c72b0", s=12, alpha=0.8)
         ax.axhline(0, color="#999999", lw=0.8)
-        ax.set_xlabel(_short(feature) + " (model input)", fontsize=8)
+        ax.set_xlabel(short_name(feature) + " (model input)", fontsize=8)
         ax.set_ylabel("SHAP value (log-odds)", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(features) :]:
@@ -186,7 +190,7 @@ def plot_family_importance(families: pd.DataFrame) -> Figure:
     Parameters
     ----------
     families
-        :func:`pacs_workbench.explain.review.family_importance`.
+        :func:`~pacs_workbench.explain.importance.family_importance`.
     """
     if families.empty:
         return note_figure("no feature families to show")
@@ -209,10 +213,11 @@ def plot_family_importance(families: pd.DataFrame) -> Figure:
 
 
 def _fmt_value(value: float) -> str:
-    return "n/a" if not np.isfinite(value) else f"{value:.3g}"
+    # Three significant digits: raw feature values span many orders of magnitude.
+    return f"{value:.3g}" if is_number(value) else MISSING
 
 
-def draw_waterfall(ax: Axes, case: Any, top: int = 8) -> None:
+def draw_waterfall(ax: Axes, case: CaseExplanation, top: int = 8) -> None:
     """One case's largest contributions, from the expected value to the case's output (log-odds).
 
     Parameters
@@ -220,7 +225,7 @@ def draw_waterfall(ax: Axes, case: Any, top: int = 8) -> None:
     ax
         Where to draw.
     case
-        :class:`pacs_workbench.explain.review.CaseExplanation`.
+        :class:`~pacs_workbench.explain.cases.CaseExplanation`.
     top
         Contributions shown one by one; the rest are summed into one bar.
     """
@@ -230,10 +235,10 @@ def draw_waterfall(ax: Axes, case: Any, top: int = 8) -> None:
     n_rest = len(table) - len(shown)
     labels = [f"{n_rest} other feature{'s' if n_rest != 1 else ''}"]
     widths = [rest]
-    for row in shown.iloc[::-1].itertuples():
-        value = row.raw_value if np.isfinite(row.raw_value) else row.value
-        labels.append(f"{_short(str(row.feature))} = {_fmt_value(float(value))}")
-        widths.append(float(row.shap))
+    for row in shown.iloc[::-1].to_dict(orient="records"):
+        value = row["raw_value"] if np.isfinite(row["raw_value"]) else row["value"]
+        labels.append(f"{short_name(str(row['feature']))} = {_fmt_value(float(value))}")
+        widths.append(float(row["shap"]))
     start = case.expected_value
     for yi, width in enumerate(widths):
         ax.barh(yi, width, left=start, color=_RISK_UP if width > 0 else _RISK_DOWN, height=0.6)
@@ -267,13 +272,15 @@ def _lesion_arrays(image_path: str, mask_path: str) -> tuple[np.ndarray, np.ndar
     return volume, mask, (spacing[0], spacing[1], spacing[2])
 
 
-def plot_case_studies(review: Any, cases: pd.DataFrame | Sequence[str], *, top: int = 8, n_slices: int = 3) -> Figure:
+def plot_case_studies(
+    review: ShapReview, cases: pd.DataFrame | Sequence[str], *, top: int = 8, n_slices: int = 3
+) -> Figure:
     """Per case: its waterfall beside a few slices through the lesion with the mask outlined.
 
     Parameters
     ----------
     review
-        :class:`pacs_workbench.explain.review.ShapReview`.
+        :class:`~pacs_workbench.explain.review.ShapReview`.
     cases
         Case keys, or :meth:`~pacs_workbench.explain.review.ShapReview.case_studies` (adds the category to
         each row title).
@@ -318,13 +325,13 @@ def plot_case_studies(review: Any, cases: pd.DataFrame | Sequence[str], *, top: 
     return fig
 
 
-def plot_scanner_dependence(check: Any) -> Figure:
+def plot_scanner_dependence(check: ScannerCheck) -> Figure:
     """Mean SHAP of the vendor-sensitive features per vendor, one panel per model variant.
 
     Parameters
     ----------
     check
-        :class:`pacs_workbench.explain.review.ScannerCheck`.
+        :class:`~pacs_workbench.explain.scanner.ScannerCheck`.
     """
     table = check.per_vendor
     if table.empty:
@@ -345,20 +352,20 @@ def plot_scanner_dependence(check: Any) -> Figure:
         ax.set_title(variant + (f"\nvendor explains {share:.1%} of these SHAP values" if share is not None else ""),
                      fontsize=9)  # fmt: skip
         ax.axhline(0, color="#999999", lw=0.8)
-        ax.set_xticks(np.arange(len(features)), [_short(f) for f in features], rotation=35, ha="right", fontsize=7)
+        ax.set_xticks(np.arange(len(features)), [short_name(f) for f in features], rotation=35, ha="right", fontsize=7)
     axes[0][0].set_ylabel("mean SHAP per vendor (log-odds)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def plot_truth_check(check: Any) -> Figure:
+def plot_truth_check(check: TruthCheck) -> Figure:
     """Planted strength against the model's SHAP share for each signal group of feature families.
 
     Parameters
     ----------
     check
-        :class:`pacs_workbench.explain.review.TruthCheck`.
+        :class:`~pacs_workbench.explain.truth.TruthCheck`.
     """
     groups = check.groups
     if groups.empty:

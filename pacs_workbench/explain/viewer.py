@@ -8,26 +8,26 @@ import ipywidgets as widgets
 import pandas as pd
 
 from pacs_workbench.core.display import NotedBox, figure_png
+from pacs_workbench.explain.cases import case_summary
 from pacs_workbench.explain.plots import plot_case_studies
+from pacs_workbench.explain.review import ShapReview
 
 _PICKER_NOTE = "Case picker: open the notebook in JupyterLab to show any case's waterfall and lesion."
 
 
-def case_picker(review: Any, *, top: int = 8, n_slices: int = 3) -> widgets.Widget:
+def case_picker(review: ShapReview, *, top: int = 8, n_slices: int = 3) -> widgets.Widget:
     """Pick any explained case and see its SHAP waterfall beside its lesion and mask.
 
     Parameters
     ----------
     review
-        :class:`pacs_workbench.explain.review.ShapReview`.
+        :class:`~pacs_workbench.explain.review.ShapReview`.
     top, n_slices
         Contributions in the waterfall; slices through the lesion.
 
     The list holds pseudonymous case keys with risk and outcome, highest risk first; it opens on
     the case of median risk.
     """
-    from pacs_workbench.explain.review import case_summary
-
     cases = case_summary(review.explanations).sort_values("risk", ascending=False, kind="stable")
     if cases.empty:
         return NotedBox([widgets.HTML("no explained cases to show")], _PICKER_NOTE)
