@@ -1,16 +1,11 @@
-"""DICOM objects of one synthetic study: CT slices, localizer, dose screen.
+"""The axial CT series of one synthetic study, and what every object of the study shares.
 
-SOP classes written:
-
-- CT Image Storage (1.2.840.10008.5.1.4.1.1.2): the axial series (one file per slice) and
-  the localizer (``ImageType`` ``ORIGINAL\\PRIMARY\\LOCALIZER``).
-- Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7): the dose screen, with the
-  patient's name, MRN and accession number burned into the pixels
-  ((0028,0301) Burned In Annotation ``YES``; (0008,0060) Modality ``CT`` as scanners write it).
-
-The SEG and RTSTRUCT of the study's nodules come from :mod:`pacs_workbench.synth.segmentations`,
-with the patient and study attributes (:func:`add_patient_study`) and UIDs (:class:`StudyUIDs`)
-defined here.
+CT Image Storage (1.2.840.10008.5.1.4.1.1.2), one file per slice (:func:`build_ct_series`,
+:func:`encode_series`). Defined here for every object of a study: its UIDs (:class:`StudyUIDs`),
+the patient, study and equipment attributes (:func:`add_patient_study`, :func:`add_equipment`),
+vendor-style times and file meta. The localizer and the dose screen come from
+:mod:`pacs_workbench.synth.localizer_dose`, the SEG and RTSTRUCT of the nodules from
+:mod:`pacs_workbench.synth.segmentations`.
 
 Private blocks per vendor (creator strings, verbatim):
 
@@ -33,10 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from dataclasses import dataclass
-from functools import lru_cache
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -45,11 +37,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pacs_workbench.synth.common import make_uid
-from pacs_workbench.synth.imaging import MATRIX, VENDORS, RenderedSeries, render_localizer, to_stored
+from pacs_workbench.synth.imaging import MATRIX, VENDORS, RenderedSeries, to_stored
 from pacs_workbench.synth.patients import INSTITUTIONS, PatientPlan, StudyPlan, staff_forms
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 
 #: Equipment that made the SEG and RTSTRUCT objects (a reading-room annotation tool).
 ANNOTATION_EQUIPMENT = {
@@ -109,7 +100,8 @@ def dicom_date(day: dt.date) -> str:
     return day.strftime("%Y%m%d")
 
 
-def _tm(value: dt.time | dt.datetime, vendor: str) -> str:
+def vendor_time(value: dt.time | dt.datetime, vendor: str) -> str:
+    """A TM value as ``vendor``'s scanners write it."""
     # Vendors differ in fractional seconds: none, milliseconds or microseconds.
     base = value.strftime("%H%M%S")
     if vendor == "ge":
@@ -205,7 +197,7 @@ def add_patient_study(ds: Dataset, plan: PatientPlan, study: StudyPlan, uids: St
         ds.PatientComments = f"Call {person.phone_dashed} before exam. DOB {person.birth_date_forms()[2]}."
     ds.StudyInstanceUID = uids.study
     ds.StudyDate = dicom_date(study.date)
-    ds.StudyTime = _tm(study_moment(study, 0), vendor)
+    ds.StudyTime = vendor_time(study_moment(study, 0), vendor)
     ds.AccessionNumber = study.accession
     ds.StudyID = uids.study[-5:].lstrip("0") or "1"
     ds.ReferringPhysicianName = staff_forms(plan.referrer)[0]
@@ -216,7 +208,8 @@ def add_patient_study(ds: Dataset, plan: PatientPlan, study: StudyPlan, uids: St
     ds.InstitutionalDepartmentName = "Radiology"
 
 
-def _equipment(ds: Dataset, study: StudyPlan) -> None:
+def add_equipment(ds: Dataset, study: StudyPlan) -> None:
+    """General Equipment attributes of the study's scanner."""
     s = study.scanner
     ds.Manufacturer = s.manufacturer
     ds.ManufacturerModelName = s.model
@@ -304,45 +297,9 @@ def _request_attributes(plan: PatientPlan, study: StudyPlan) -> Sequence:
     return Sequence([item])
 
 
-def build_ct_series(
-    plan: PatientPlan, study: StudyPlan, uids: StudyUIDs, rendered: RenderedSeries
-) -> tuple[Dataset, list[Dataset]]:
-    """The axial CT series, one dataset per slice, in (0020,0013) Instance Number order.
-
-    Returns
-    -------
-    tuple
-        ``(template, slices)``: the attributes shared by every slice, and the slices, each a
-        shallow copy of the template plus its own (0008,0018) SOP Instance UID,
-        (0020,0013) Instance Number, (0020,0032) Image Position (Patient) along +z,
-        (0020,1041) Slice Location (= z), acquisition/content times and pixels.
-        (0020,0037) Image Orientation (Patient) is ``1\\0\\0\\0\\1\\0``.
-    """
+def _ct_acquisition(ds: Dataset, study: StudyPlan, rendered: RenderedSeries) -> None:
+    """CT Image module acquisition and reconstruction attributes, and the dose index."""
     p = study.protocol
-    vendor = VENDORS[p.vendor]
-    numbers = SERIES_NUMBERS[p.vendor]
-    texts = series_texts(study)
-    stored = to_stored(rendered.hu, p, rendered.pixel_spacing)
-    n = p.n_slices
-    order = list(range(n - 1, -1, -1)) if p.descending else list(range(n))
-    ps = f"{rendered.pixel_spacing:.6f}".rstrip("0").rstrip(".")
-    series_time = study_moment(study, 2.0)
-
-    ds = Dataset()
-    add_patient_study(ds, plan, study, uids)
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"] + (["CT_SOM5 SPI"] if p.vendor == "siemens" else [])
-    ds.SOPClassUID = CT_IMAGE_STORAGE
-    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = dicom_date(study.date)
-    ds.SeriesTime = _tm(series_time, p.vendor)
-    ds.Modality = "CT"
-    _equipment(ds, study)
-    ds.SeriesDescription = texts["ct"]
-    ds.ProtocolName = texts["protocol"]
-    ds.OperatorsName = staff_forms(study.technologist)[0]
-    ds.PerformingPhysicianName = staff_forms(study.radiologist)[0]
-    if p.body_part:
-        ds.BodyPartExamined = p.body_part
-    _contrast(ds, study)
     ds.SliceThickness = f"{p.thickness:g}"
     if p.vendor != "siemens":
         ds.SpacingBetweenSlices = f"{p.spacing:g}"
@@ -358,12 +315,13 @@ def build_ct_series(
     ds.ConvolutionKernel = p.kernel
     ds.PatientPosition = "HFS"
     ds.CTDIvol = round(p.tube_current * 0.04 * (p.kvp / 120) ** 2, 2)
-    ds.SeriesInstanceUID = uids.ct_series
-    ds.SeriesNumber = numbers[1]
-    ds.AcquisitionNumber = 2 if p.vendor == "siemens" else 1
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.FrameOfReferenceUID = uids.frame_of_reference
-    ds.PositionReferenceIndicator = ""
+
+
+def _ct_image_pixel(ds: Dataset, study: StudyPlan, rendered: RenderedSeries) -> None:
+    """Image Pixel attributes, rescale and window in the vendor's encoding."""
+    p = study.protocol
+    vendor = VENDORS[p.vendor]
+    ps = f"{rendered.pixel_spacing:.6f}".rstrip("0").rstrip(".")
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = MATRIX
@@ -384,20 +342,29 @@ def build_ct_series(
     ds.RescaleType = "HU"
     ds.LossyImageCompression = "00"
     ds.BurnedInAnnotation = "NO"
-    ds.RequestAttributesSequence = _request_attributes(plan, study)
-    ds.PerformedProcedureStepStartDate = dicom_date(study.date)
-    ds.PerformedProcedureStepStartTime = _tm(study_moment(study, 0), p.vendor)
-    ds.PerformedProcedureStepID = f"PPS{make_uid(plan.seed, plan.index, study.index, 'pps')[-7:]}"
-    _add_private(ds, plan, study)
 
+
+def _ct_slices(
+    template: Dataset,
+    plan: PatientPlan,
+    study: StudyPlan,
+    uids: StudyUIDs,
+    rendered: RenderedSeries,
+    series_time: dt.datetime,
+) -> list[Dataset]:
+    """The slices of the axial series, in Instance Number order (from the top when the vendor numbers so)."""
+    p = study.protocol
+    stored = to_stored(rendered.hu, p, rendered.pixel_spacing)
+    n = p.n_slices
+    order = list(range(n - 1, -1, -1)) if p.descending else list(range(n))
     slices = []
     for number, k in enumerate(order, start=1):
-        sl = Dataset(dict(ds.items()))  # own element dict, shared (unchanged) elements
+        sl = Dataset(dict(template.items()))  # own element dict, shared (unchanged) elements
         sop_uid = uids.instance(plan, study, "ct", number)
         sl.file_meta = file_meta_for(CT_IMAGE_STORAGE, sop_uid, p.vendor)
         sl.SOPInstanceUID = sop_uid
         acq = series_time + dt.timedelta(seconds=0.35 * number)
-        sl.AcquisitionTime = sl.ContentTime = _tm(acq, p.vendor)
+        sl.AcquisitionTime = sl.ContentTime = vendor_time(acq, p.vendor)
         if p.vendor == "siemens":
             sl.AcquisitionDateTime = acq.strftime("%Y%m%d%H%M%S.%f")
         sl.InstanceNumber = number
@@ -408,7 +375,58 @@ def build_ct_series(
             sl.ImageComments = f"Pt {plan.person.natural_name} repositioned, arms up"
         sl.add_new(0x7FE00010, "OW", stored[k].tobytes())  # Pixel Data
         slices.append(sl)
-    return ds, slices
+    return slices
+
+
+def build_ct_series(
+    plan: PatientPlan, study: StudyPlan, uids: StudyUIDs, rendered: RenderedSeries
+) -> tuple[Dataset, list[Dataset]]:
+    """The axial CT series, one dataset per slice, in (0020,0013) Instance Number order.
+
+    Returns
+    -------
+    tuple
+        ``(template, slices)``: the attributes shared by every slice, and the slices, each a
+        shallow copy of the template plus its own (0008,0018) SOP Instance UID,
+        (0020,0013) Instance Number, (0020,0032) Image Position (Patient) along +z,
+        (0020,1041) Slice Location (= z), acquisition/content times and pixels.
+        (0020,0037) Image Orientation (Patient) is ``1\\0\\0\\0\\1\\0``.
+    """
+    p = study.protocol
+    numbers = SERIES_NUMBERS[p.vendor]
+    texts = series_texts(study)
+    series_time = study_moment(study, 2.0)
+
+    ds = Dataset()
+    add_patient_study(ds, plan, study, uids)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"] + (["CT_SOM5 SPI"] if p.vendor == "siemens" else [])
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = dicom_date(study.date)
+    ds.SeriesTime = vendor_time(series_time, p.vendor)
+    ds.Modality = "CT"
+    add_equipment(ds, study)
+    ds.SeriesDescription = texts["ct"]
+    ds.ProtocolName = texts["protocol"]
+    ds.OperatorsName = staff_forms(study.technologist)[0]
+    ds.PerformingPhysicianName = staff_forms(study.radiologist)[0]
+    if p.body_part:
+        ds.BodyPartExamined = p.body_part
+    _contrast(ds, study)
+    _ct_acquisition(ds, study, rendered)
+    ds.SeriesInstanceUID = uids.ct_series
+    ds.SeriesNumber = numbers[1]
+    ds.AcquisitionNumber = 2 if p.vendor == "siemens" else 1
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.FrameOfReferenceUID = uids.frame_of_reference
+    ds.PositionReferenceIndicator = ""
+    _ct_image_pixel(ds, study, rendered)
+    ds.RequestAttributesSequence = _request_attributes(plan, study)
+    ds.PerformedProcedureStepStartDate = dicom_date(study.date)
+    ds.PerformedProcedureStepStartTime = vendor_time(study_moment(study, 0), p.vendor)
+    ds.PerformedProcedureStepID = f"PPS{make_uid(plan.seed, plan.index, study.index, 'pps')[-7:]}"
+    _add_private(ds, plan, study)
+
+    return ds, _ct_slices(ds, plan, study, uids, rendered, series_time)
 
 
 def _encode_element(elem: DataElement) -> bytes:
@@ -445,135 +463,5 @@ def encode_series(template: Dataset, slices: list[Dataset]) -> list[bytes]:
             parts.append(encoded)
         files.append(b"".join(parts))
     return files
-
-
-def build_localizer(plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> Dataset:
-    """One coronal localizer (scout) image, ``ImageType`` ``ORIGINAL\\PRIMARY\\LOCALIZER``."""
-    p = study.protocol
-    image, top_left, ps = render_localizer(plan.anatomy, study.pose, study.z_center, p.contrast)
-    ds = Dataset()
-    sop_uid = uids.instance(plan, study, "localizer", 1)
-    ds.file_meta = file_meta_for(CT_IMAGE_STORAGE, sop_uid, p.vendor)
-    add_patient_study(ds, plan, study, uids)
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-    ds.SOPClassUID = CT_IMAGE_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    t = study_moment(study, 0.5)
-    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = dicom_date(study.date)
-    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = _tm(t, p.vendor)
-    ds.Modality = "CT"
-    _equipment(ds, study)
-    ds.SeriesDescription = series_texts(study)["localizer"]
-    ds.ProtocolName = series_texts(study)["protocol"]
-    ds.OperatorsName = staff_forms(study.technologist)[0]
-    if p.body_part:
-        ds.BodyPartExamined = p.body_part
-    ds.SliceThickness = "0.6"
-    ds.KVP = "120"
-    ds.XRayTubeCurrent = 35
-    ds.PatientPosition = "HFS"
-    ds.SeriesInstanceUID = uids.localizer_series
-    ds.SeriesNumber = SERIES_NUMBERS[p.vendor][0]
-    ds.AcquisitionNumber = 1
-    ds.InstanceNumber = 1
-    ds.ImagePositionPatient = [f"{v:.4f}" for v in top_left]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-    ds.FrameOfReferenceUID = uids.frame_of_reference
-    ds.PositionReferenceIndicator = ""
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = image.shape
-    ds.PixelSpacing = [f"{ps:g}", f"{ps:g}"]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.WindowCenter, ds.WindowWidth = "1600", "3000"
-    ds.RescaleIntercept = "0"
-    ds.RescaleSlope = "1"
-    ds.LossyImageCompression = "00"
-    ds.BurnedInAnnotation = "NO"
-    if plan.phi_in_image_comments:
-        ds.ImageComments = f"Pt {plan.person.natural_name} repositioned, arms up"
-    ds.PixelData = image.tobytes()
-    return ds
-
-
-@lru_cache(maxsize=4)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    try:
-        from matplotlib import font_manager
-
-        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
-    except Exception:  # no TrueType font: PIL's bitmap font scales too (Pillow >= 10.1)
-        return ImageFont.load_default(size=size)
-
-
-def dose_screen_lines(plan: PatientPlan, study: StudyPlan) -> list[tuple[str, int]]:
-    """Text lines (and font sizes) burned into the dose screen."""
-    p = study.protocol
-    ctdi = round(p.tube_current * 0.04 * (p.kvp / 120) ** 2, 2)
-    dlp = round(ctdi * p.n_slices * p.spacing / 10.0 + 2.1, 1)
-    return [
-        (f"{study.scanner.manufacturer} {study.scanner.model} - Dose Report", 18),
-        (f"Patient: {plan.person.comma_name}", 24),
-        (f"MRN: {plan.person.mrn}", 24),
-        (f"Accession: {study.accession}   Exam: {study.date.isoformat()}", 18),
-        ("Series   Scan       kV    CTDIvol   DLP", 16),
-        ("1        Scout      120   0.10      2.1", 16),
-        (f"{SERIES_NUMBERS[p.vendor][1]:<8} Helical    {p.kvp:<5} {ctdi:<9.2f} {dlp - 2.1:.1f}", 16),
-        (f"Total DLP: {dlp:.1f} mGy*cm", 18),
-    ]
-
-
-def build_dose_screen(plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> tuple[Dataset, list[str]]:
-    """The dose screen (Secondary Capture) with identifying text burned into the pixels.
-
-    Returns
-    -------
-    tuple
-        The dataset and the burned-in text lines (for the PHI ground truth).
-    """
-    p = study.protocol
-    image = Image.new("L", (512, 256), 0)
-    draw = ImageDraw.Draw(image)
-    y = 12
-    lines = dose_screen_lines(plan, study)
-    for text, size in lines:
-        draw.text((16, y), text, fill=235, font=_font(size))
-        y += int(size * 1.45)
-    ds = Dataset()
-    sop_uid = uids.instance(plan, study, "dose", 1)
-    ds.file_meta = file_meta_for(SECONDARY_CAPTURE_STORAGE, sop_uid, p.vendor)
-    add_patient_study(ds, plan, study, uids)
-    ds.ImageType = {
-        "siemens": ["DERIVED", "SECONDARY", "OTHER"],
-        "ge": ["ORIGINAL", "PRIMARY", "SCREEN SAVE"],
-        "philips": ["DERIVED", "SECONDARY", "DOSE_INFO"],
-        "canon": ["DERIVED", "SECONDARY"],
-    }[p.vendor]
-    ds.SOPClassUID = SECONDARY_CAPTURE_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    t = study_moment(study, 9.0)
-    ds.SeriesDate = ds.ContentDate = dicom_date(study.date)
-    ds.SeriesTime = ds.ContentTime = _tm(t, p.vendor)
-    ds.Modality = "CT"
-    ds.ConversionType = "WSD"
-    _equipment(ds, study)
-    ds.SeriesDescription = series_texts(study)["dose"]
-    ds.SeriesInstanceUID = uids.dose_series
-    ds.SeriesNumber = SERIES_NUMBERS[p.vendor][2]
-    ds.InstanceNumber = 1
-    ds.PatientOrientation = ""
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = 256, 512
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.BurnedInAnnotation = "YES"
-    ds.PixelData = np.asarray(image, dtype=np.uint8).tobytes()
-    return ds, [text for text, _ in lines]
 
 

@@ -26,6 +26,7 @@ from pacs_workbench.synth import dicom_writer as dw
 from pacs_workbench.synth.common import derive_rng, make_uid, safe_component
 from pacs_workbench.synth.ehr import EHR_COLUMNS, build_bundle, bundle_json, ehr_row
 from pacs_workbench.synth.imaging import VENDORS, render_series
+from pacs_workbench.synth.localizer_dose import build_dose_screen, build_localizer
 from pacs_workbench.synth.patients import (
     INSTITUTIONS,
     OUTCOME_MODEL,
@@ -206,9 +207,9 @@ def _write_study(
     ct_dir = _series_dir(study_dir, numbers[1], texts["ct"])
     for ds, data in zip(ct, dw.encode_series(template, ct), strict=True):
         writer.write(f"{ct_dir}/{int(ds.InstanceNumber):04d}.dcm", data, "ct")
-    loc = dw.build_localizer(plan, study, uids)
+    loc = build_localizer(plan, study, uids)
     writer.write(f"{_series_dir(study_dir, numbers[0], texts['localizer'])}/0001.dcm", dw.to_bytes(loc), "localizer")
-    dose, burned = dw.build_dose_screen(plan, study, uids)
+    dose, burned = build_dose_screen(plan, study, uids)
     writer.write(f"{_series_dir(study_dir, numbers[2], texts['dose'])}/0001.dcm", dw.to_bytes(dose), "dose_sc")
     writer.see_text("\n".join(burned))
 

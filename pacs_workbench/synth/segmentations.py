@@ -176,6 +176,74 @@ def trace_contours(mask2d: np.ndarray) -> list[np.ndarray]:
     return loops
 
 
+def _image_ref(sop_uid: str) -> Dataset:
+    """A reference to one CT slice (Contour Image Sequence item)."""
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+    ref.ReferencedSOPInstanceUID = sop_uid
+    return ref
+
+
+def _referenced_frame(uids: StudyUIDs, ct_slices: list[Dataset]) -> Dataset:
+    """(3006,0010) Referenced Frame of Reference Sequence item: the study, the axial series and its slices."""
+    series_ref = Dataset()
+    series_ref.SeriesInstanceUID = uids.ct_series
+    series_ref.ContourImageSequence = Sequence([_image_ref(s.SOPInstanceUID) for s in ct_slices])
+    study_ref = Dataset()
+    study_ref.ReferencedSOPClassUID = STUDY_COMPONENT_MANAGEMENT
+    study_ref.ReferencedSOPInstanceUID = uids.study
+    study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
+    for_ref = Dataset()
+    for_ref.FrameOfReferenceUID = uids.frame_of_reference
+    for_ref.RTReferencedStudySequence = Sequence([study_ref])
+    return for_ref
+
+
+def _roi_contours(mask: np.ndarray, rendered: RenderedSeries, sop_of_k: dict[int, str]) -> list[Dataset]:
+    """Contour Sequence items of one nodule: each traced outline on each slice it touches, in patient mm."""
+    ps = rendered.pixel_spacing
+    x0, y0 = rendered.origin_xy
+    contours: list[Dataset] = []
+    for k in range(mask.shape[0]):
+        if not mask[k].any():
+            continue
+        z = float(rendered.z[k])
+        for loop in trace_contours(mask[k]):
+            item = Dataset()
+            item.ContourImageSequence = Sequence([_image_ref(sop_of_k[k])])
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            item.NumberOfContourPoints = len(loop)
+            item.ContourNumber = len(contours) + 1
+            xyz = []
+            for c, r in loop:
+                xyz += [f"{x0 + c * ps:.3f}", f"{y0 + r * ps:.3f}", f"{z:.3f}"]
+            item.ContourData = xyz
+            contours.append(item)
+    return contours
+
+
+def _roi_items(
+    i: int, lobe: str, contours: list[Dataset], study: StudyPlan, uids: StudyUIDs
+) -> tuple[Dataset, Dataset, Dataset]:
+    """The Structure Set ROI, ROI Contour and RT ROI Observations items of nodule ``i``."""
+    roi = Dataset()
+    roi.ROINumber = i
+    roi.ReferencedFrameOfReferenceUID = uids.frame_of_reference
+    roi.ROIName = f"Nodule {i}"
+    roi.ROIDescription = f"Nodule {i} {lobe}"
+    roi.ROIGenerationAlgorithm = "MANUAL"
+    rc = Dataset()
+    rc.ROIDisplayColor = [[255, 64, 64], [64, 200, 255], [255, 200, 0]][(i - 1) % 3]
+    rc.ReferencedROINumber = i
+    rc.ContourSequence = Sequence(contours)
+    obs = Dataset()
+    obs.ObservationNumber = i
+    obs.ReferencedROINumber = i
+    obs.RTROIInterpretedType = "GTV"
+    obs.ROIInterpreter = staff_forms(study.radiologist)[0]
+    return roi, rc, obs
+
+
 def build_rtstruct(
     plan: PatientPlan,
     study: StudyPlan,
@@ -212,70 +280,19 @@ def build_rtstruct(
     ds.StructureSetName = f"Nodules {study.date.isoformat()}"
     ds.StructureSetDate = dicom_date(study.date)
     ds.StructureSetTime = when.strftime("%H%M%S")
-
-    def image_ref(sop_uid: str) -> Dataset:
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
-        ref.ReferencedSOPInstanceUID = sop_uid
-        return ref
-
-    series_ref = Dataset()
-    series_ref.SeriesInstanceUID = uids.ct_series
-    series_ref.ContourImageSequence = Sequence([image_ref(s.SOPInstanceUID) for s in ct_slices])
-    study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = STUDY_COMPONENT_MANAGEMENT
-    study_ref.ReferencedSOPInstanceUID = uids.study
-    study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
-    for_ref = Dataset()
-    for_ref.FrameOfReferenceUID = uids.frame_of_reference
-    for_ref.RTReferencedStudySequence = Sequence([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = Sequence([for_ref])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([_referenced_frame(uids, ct_slices)])
 
     # Slice k (along +z) is instance n - k when the vendor numbers from the top.
     n = p.n_slices
     sop_of_k = {
         k: ct_slices[(n - 1 - k) if p.descending else k].SOPInstanceUID for k in range(n)
     }
-    ps = rendered.pixel_spacing
-    x0, y0 = rendered.origin_xy
-    roi_items, contour_items, obs_items = [], [], []
-    for i, (mask, lobe) in enumerate(zip(rendered.masks, lobes, strict=True), start=1):
-        roi = Dataset()
-        roi.ROINumber = i
-        roi.ReferencedFrameOfReferenceUID = uids.frame_of_reference
-        roi.ROIName = f"Nodule {i}"
-        roi.ROIDescription = f"Nodule {i} {lobe}"
-        roi.ROIGenerationAlgorithm = "MANUAL"
-        roi_items.append(roi)
-        contours: list[Dataset] = []
-        for k in range(n):
-            if not mask[k].any():
-                continue
-            z = float(rendered.z[k])
-            for loop in trace_contours(mask[k]):
-                item = Dataset()
-                item.ContourImageSequence = Sequence([image_ref(sop_of_k[k])])
-                item.ContourGeometricType = "CLOSED_PLANAR"
-                item.NumberOfContourPoints = len(loop)
-                item.ContourNumber = len(contours) + 1
-                xyz = []
-                for c, r in loop:
-                    xyz += [f"{x0 + c * ps:.3f}", f"{y0 + r * ps:.3f}", f"{z:.3f}"]
-                item.ContourData = xyz
-                contours.append(item)
-        rc = Dataset()
-        rc.ROIDisplayColor = [[255, 64, 64], [64, 200, 255], [255, 200, 0]][(i - 1) % 3]
-        rc.ReferencedROINumber = i
-        rc.ContourSequence = Sequence(contours)
-        contour_items.append(rc)
-        obs = Dataset()
-        obs.ObservationNumber = i
-        obs.ReferencedROINumber = i
-        obs.RTROIInterpretedType = "GTV"
-        obs.ROIInterpreter = staff_forms(study.radiologist)[0]
-        obs_items.append(obs)
-    ds.StructureSetROISequence = Sequence(roi_items)
-    ds.ROIContourSequence = Sequence(contour_items)
-    ds.RTROIObservationsSequence = Sequence(obs_items)
+    items = [
+        _roi_items(i, lobe, _roi_contours(mask[:n], rendered, sop_of_k), study, uids)
+        for i, (mask, lobe) in enumerate(zip(rendered.masks, lobes, strict=True), start=1)
+    ]
+    ds.StructureSetROISequence = Sequence([roi for roi, _, _ in items])
+    ds.ROIContourSequence = Sequence([rc for _, rc, _ in items])
+    ds.RTROIObservationsSequence = Sequence([obs for _, _, obs in items])
     ds.ApprovalStatus = "UNAPPROVED"
     return ds
