@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from pacs_workbench.radiomics.features import PARAMS_DIR, extract_features
+from pacs_workbench.radiomics import PARAMS_DIR, extract_features
 
 WORK = Path(__file__).resolve().parent / "_work" / "features"
 

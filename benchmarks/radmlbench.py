@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pacs_workbench.core.params import reference_dir
-from pacs_workbench.radiomics.model import ModelingConfig, run_modeling
+from pacs_workbench.radiomics import ModelingConfig, run_modeling
 
 LEAK_MARGIN = 0.05
 

@@ -372,7 +372,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
 # An unusable case table or parameter file.
 @refuses(lambda: (ValueError, FileNotFoundError), "{command}: {exc}")
 def _cmd_features(args: argparse.Namespace) -> int:
-    from pacs_workbench.radiomics.features import extract_features
+    from pacs_workbench.radiomics import extract_features
 
     frame = extract_features(
         args.cases,
@@ -431,14 +431,14 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
 
 
 def _modeling_error() -> ErrorTypes:
-    from pacs_workbench.radiomics.table import ModelingError
+    from pacs_workbench.radiomics import ModelingError
 
     return (ModelingError,)
 
 
 @refuses(_modeling_error, "{command}: {exc}")
 def _cmd_model(args: argparse.Namespace) -> int:
-    from pacs_workbench.radiomics.model import ModelingConfig, run_modeling
+    from pacs_workbench.radiomics import ModelingConfig, run_modeling
 
     def columns(text: str) -> tuple[str, ...]:
         return tuple(c.strip() for c in text.split(",") if c.strip())

@@ -29,13 +29,14 @@ import pydicom
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from pacs_workbench.radiomics import features
+from pacs_workbench.radiomics import PARAMS_DIR, features
+from pacs_workbench.radiomics.cache import default_cache_dir
 from tests import fault_helpers as fh
-from tests.radiomics.test_features import write_case
+from tests.radiomics.fixtures import write_case
 
 pytestmark = pytest.mark.slow
 
-CT_PARAMS = features.PARAMS_DIR / "ct_default.yaml"
+CT_PARAMS = PARAMS_DIR / "ct_default.yaml"
 KILLS = 3  # interrupted attempts before the run that is allowed to finish
 
 
@@ -231,7 +232,7 @@ def test_killed_feature_runs_rerun_to_the_uninterrupted_table(cases_csv: Path, t
         pd.testing.assert_frame_equal(got[name], expected[name], obj=f"{name} after kills at {delays} s")
     assert list(got["features"]["case_id"]) == sorted(pd.read_csv(cases_csv)["case_id"])
     assert got["features"]["error"].isna().all()
-    assert _assert_cache_sound(features.default_cache_dir(out)) == 12
+    assert _assert_cache_sound(default_cache_dir(out)) == 12
     assert not fh.temp_leftovers(out.parent), delays
 
 
@@ -240,7 +241,7 @@ def test_feature_rerun_removes_temporaries_of_a_killed_run_only(cases_csv: Path,
     features.extract_features(cases_csv, CT_PARAMS, out, workers=1, progress=False)
     finished = subprocess.Popen([fh.PYTHON, "-c", "pass"])
     finished.wait()
-    cache_entry = next(features.default_cache_dir(out).rglob("*.json"))
+    cache_entry = next(default_cache_dir(out).rglob("*.json"))
     stale = [
         out.parent / f".features.parquet.{finished.pid}-k1lled00.tmp",
         cache_entry.parent / f".{cache_entry.name}.{finished.pid}-k1lled00.tmp",

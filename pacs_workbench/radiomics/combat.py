@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 FloatArray = NDArray[np.float64]
 
@@ -260,6 +261,7 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         DataFrame
             The feature columns (``feature_names_in_``), harmonized, with the index of ``X``.
         """
+        check_is_fitted(self)
         features = list(self.feature_names_in_)
         values = X[features].to_numpy(dtype=float)
         covariates = self._covariates(X)
@@ -285,4 +287,5 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
 
     def get_feature_names_out(self, input_features: Any = None) -> NDArray[np.object_]:
         """The harmonized columns, in order."""
+        check_is_fitted(self)
         return np.asarray(self.feature_names_in_, dtype=object)

@@ -16,6 +16,10 @@ nested cross-validation:
   the clinical encoding, the scaler, and optional logistic recalibration (fitted on inner
   out-of-fold predictions).
 
+The in-fold steps are the estimators of :mod:`pacs_workbench.radiomics.transformers`; the
+table is read and its columns chosen by :mod:`pacs_workbench.radiomics.table`; the files below
+are written by :mod:`pacs_workbench.radiomics.outputs`, the card by :mod:`pacs_workbench.radiomics.card`.
+
 Two baselines are fitted in the same folds: a clinical-only logistic regression (the
 ``clinical`` columns, e.g. age and smoking) and an L1 logistic regression on the radiomic
 features. ``metrics.json`` and the model card say whether the LightGBM model adds anything to
@@ -62,33 +66,29 @@ Outputs (in DIR, each file written atomically)
 
 from __future__ import annotations
 
-import io
-import json
-import math
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 from lightgbm import LGBMClassifier
 from numpy.typing import NDArray
-from pydicom.datadict import tag_for_keyword
-from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.feature_selection import f_classif
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pacs_workbench.core.files import write_atomic as _atomic_write
+from pacs_workbench.core.executor import map_items
 from pacs_workbench.radiomics import metrics as perf
-from pacs_workbench.radiomics.combat import ComBat
+from pacs_workbench.radiomics.card import added_value_statement
+from pacs_workbench.radiomics.outputs import fold_records, write_fold_models, write_results
+from pacs_workbench.radiomics.table import ModelingError, label_at_horizon, read_table, select_feature_columns
+from pacs_workbench.radiomics.transformers import ClinicalEncoder, LogitRecalibrator, RadiomicsPreprocessor
 
 FloatArray = NDArray[np.float64]
 
@@ -119,12 +119,6 @@ LIGHTGBM_GRID: dict[str, list[Any]] = {
 LASSO_GRID: dict[str, list[Any]] = {"clf__C": [0.05, 0.2, 1.0]}
 MODEL_NAMES = ("lightgbm", "radiomics_lr", "clinical_lr", "lightgbm_recalibrated")
 EPV_MINIMUM = 10.0
-# Characters LightGBM cannot keep in a feature name (it stores names in JSON-like text).
-_UNSAFE_NAME = re.compile(r'[",:\[\]{}\s]')
-
-
-class ModelingError(ValueError):
-    """A table or setting that cannot give a valid model (the message says which and why)."""
 
 
 class GroupLeakError(AssertionError):
@@ -133,320 +127,6 @@ class GroupLeakError(AssertionError):
 
 class EventsPerVariableWarning(UserWarning):
     """Too few events for the number of candidate variables: the model is likely to overfit."""
-
-
-# --- input ---------------------------------------------------------------------------------------
-
-
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a case table from Parquet (``.parquet``/``.pq``) or CSV (optionally gzip-compressed)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ModelingError(f"table not found: {file}")
-    name = file.name.lower()
-    try:
-        if name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(file)
-        return pd.read_csv(file, compression="infer")
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ModelingError(f"{file.name}: cannot read as Parquet or CSV ({type(exc).__name__})") from exc
-
-
-def label_at_horizon(event: pd.Series, time: pd.Series, horizon: float) -> tuple[pd.Series, int]:
-    """Binary label "event at or before ``horizon``" from a time-to-event outcome.
-
-    Parameters
-    ----------
-    event
-        1 for an event, 0 for censoring.
-    time
-        Time to event or censoring (same unit as ``horizon``).
-    horizon
-        The fixed time point.
-
-    Returns
-    -------
-    tuple
-        The label (1: event by the horizon; 0: event-free at the horizon; NaN: censored before
-        the horizon without event, or missing event/time) and the number of censored-before-
-        horizon cases excluded.
-    """
-    ev = pd.to_numeric(event, errors="coerce")
-    t = pd.to_numeric(time, errors="coerce")
-    label = pd.Series(np.nan, index=event.index, dtype=float)
-    label[(ev == 1) & (t <= horizon)] = 1.0
-    label[t > horizon] = 0.0
-    label[(ev == 0) & (t >= horizon)] = 0.0
-    censored = (ev == 0) & (t < horizon)
-    return label, int(censored.sum())
-
-
-def select_feature_columns(table: pd.DataFrame, reserved: Sequence[str]) -> tuple[list[str], int]:
-    """Candidate feature columns and the number of other columns left out.
-
-    Numeric columns only, except ``reserved``, columns named for a DICOM attribute (provenance,
-    e.g. `(0008,0070) Manufacturer`, `(0018,0050) Slice Thickness`) and ``diagnostics_*``.
-    """
-    skip = set(reserved)
-    features = []
-    for col in table.columns:
-        name = str(col)
-        if col in skip or name.startswith("diagnostics_") or tag_for_keyword(name) is not None:
-            continue
-        if pd.api.types.is_numeric_dtype(table[col]) and not pd.api.types.is_bool_dtype(table[col]):
-            features.append(name)
-    return features, len(table.columns) - len(features) - len(skip & set(table.columns))
-
-
-def safe_feature_names(names: Sequence[str]) -> list[str]:
-    """Names LightGBM can store: unsafe characters replaced by ``_``, made unique."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for name in names:
-        base = _UNSAFE_NAME.sub("_", str(name).strip()) or "feature"
-        candidate, k = base, 1
-        while candidate in seen:
-            k += 1
-            candidate = f"{base}__{k}"
-        seen.add(candidate)
-        out.append(candidate)
-    return out
-
-
-# --- transformers --------------------------------------------------------------------------------
-
-
-class ClinicalEncoder(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """Clinical covariates to numbers: medians for missing numbers, one-hot for categories.
-
-    Parameters
-    ----------
-    columns
-        Clinical columns (numeric such as age, or categorical such as smoking status).
-
-    Attributes
-    ----------
-    medians_ : dict
-        Training median per numeric column (imputes missing values).
-    categories_ : dict
-        Training categories per categorical column (unseen or missing: all zeros).
-    feature_names_out_ : list of str
-        Output columns (``col`` or ``col=value``).
-    """
-
-    def __init__(self, columns: Sequence[str] = ()) -> None:
-        self.columns = columns
-
-    def fit(self, X: pd.DataFrame, y: Any = None) -> ClinicalEncoder:
-        """Learn medians and categories on the training rows."""
-        self.medians_: dict[str, float] = {}
-        self.categories_: dict[str, list[str]] = {}
-        names: list[str] = []
-        for col in self.columns:
-            values = X[col]
-            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-                median = float(np.nanmedian(values.to_numpy(dtype=float))) if values.notna().any() else 0.0
-                self.medians_[col] = median
-                names.append(col)
-            else:
-                cats = sorted({str(v) for v in values.dropna()})
-                self.categories_[col] = cats
-                names.extend(f"{col}={c}" for c in cats)
-        self.feature_names_out_ = names
-        self.n_samples_fit_ = int(X.shape[0])
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Encode the rows of ``X`` with the training medians and categories."""
-        parts: dict[str, Any] = {}
-        for col in self.columns:
-            if col in self.medians_:
-                parts[col] = pd.to_numeric(X[col], errors="coerce").fillna(self.medians_[col]).to_numpy(float)
-            else:
-                text = X[col].astype(str).where(X[col].notna(), None)
-                for cat in self.categories_[col]:
-                    parts[f"{col}={cat}"] = (text == cat).to_numpy(dtype=float)
-        return pd.DataFrame(parts, index=X.index, columns=self.feature_names_out_)
-
-
-def _max_tie_fraction(values: FloatArray) -> FloatArray:
-    """Per column, the share of rows holding its most frequent value."""
-    n = values.shape[0]
-    if n == 0:
-        return np.zeros(values.shape[1])
-    ordered = np.sort(values, axis=0)
-    run = np.ones(values.shape[1])
-    best = np.ones(values.shape[1])
-    for i in range(1, n):
-        run = np.where(ordered[i] == ordered[i - 1], run + 1.0, 1.0)
-        best = np.maximum(best, run)
-    return np.asarray(best / n, dtype=float)
-
-
-def _correlation_filter(values: FloatArray, threshold: float) -> NDArray[np.bool_]:
-    """Keep a column unless its |Pearson r| with an earlier kept column exceeds ``threshold``."""
-    p = values.shape[1]
-    keep = np.zeros(p, dtype=bool)
-    if p == 0:
-        return keep
-    centered = values - values.mean(axis=0)
-    norm = np.sqrt((centered**2).sum(axis=0))
-    norm[norm == 0] = 1.0
-    unit = centered / norm
-    corr = np.abs(unit.T @ unit)
-    dropped = np.zeros(p, dtype=bool)
-    for j in range(p):
-        if dropped[j]:
-            continue
-        keep[j] = True
-        dropped |= corr[j] > threshold
-    return keep
-
-
-class RadiomicsPreprocessor(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """Every data-dependent feature step of the workbench, learned on the training fold only.
-
-    In order: median imputation; removal of near-constant features (a single value in at least
-    ``max_mode_fraction`` of the rows); ComBat harmonization by ``batch_col`` (when given);
-    removal of highly correlated features (greedy, keeping the earlier column); optional
-    univariate selection (ANOVA F, top ``select_k``, needs ``y``); then the clinical columns,
-    encoded, are appended untouched by filters and harmonization.
-
-    Parameters
-    ----------
-    feature_cols
-        Radiomic feature columns (``None``: every numeric column except batch and clinical).
-    batch_col
-        Scanner or vendor column for ComBat (e.g. `(0008,0070) Manufacturer`); ``None``: no
-        harmonization.
-    clinical_cols
-        Clinical columns passed through (encoded by :class:`ClinicalEncoder`).
-    max_mode_fraction, corr_threshold, select_k
-        Filter settings (``corr_threshold >= 1`` disables the correlation filter).
-
-    Attributes
-    ----------
-    medians_ : ndarray
-        Training medians of ``feature_cols``.
-    constant_mask_ : ndarray of bool
-        Features removed as near-constant.
-    combat_ : ComBat or None
-        The fitted harmonization.
-    feature_sources_ : list of str
-        TABLE column behind each output column.
-    feature_names_out_ : list of str
-        Output columns (LightGBM-safe names), radiomic then clinical.
-    clinical_ : ClinicalEncoder or None
-    n_samples_fit_ : int
-        Rows seen in ``fit``: the training fold size, never more.
-    """
-
-    def __init__(
-        self,
-        feature_cols: Sequence[str] | None = None,
-        batch_col: str | None = None,
-        clinical_cols: Sequence[str] = (),
-        max_mode_fraction: float = 0.95,
-        corr_threshold: float = 0.9,
-        select_k: int | None = None,
-    ) -> None:
-        self.feature_cols = feature_cols
-        self.batch_col = batch_col
-        self.clinical_cols = clinical_cols
-        self.max_mode_fraction = max_mode_fraction
-        self.corr_threshold = corr_threshold
-        self.select_k = select_k
-
-    def _feature_list(self, X: pd.DataFrame) -> list[str]:
-        if self.feature_cols is not None:
-            return list(self.feature_cols)
-        skip = {self.batch_col, *self.clinical_cols}
-        return [c for c in X.columns if c not in skip and pd.api.types.is_numeric_dtype(X[c])]
-
-    def fit(self, X: pd.DataFrame, y: Any = None) -> RadiomicsPreprocessor:
-        """Learn imputation, filters, harmonization and selection on the rows of ``X``."""
-        features = self._feature_list(X)
-        raw = X[features].to_numpy(dtype=float)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
-            medians = np.nanmedian(raw, axis=0) if raw.shape[0] else np.zeros(raw.shape[1])
-        medians = np.where(np.isnan(medians), 0.0, medians)
-        filled = np.where(np.isnan(raw), medians, raw)
-        constant = _max_tie_fraction(filled) >= self.max_mode_fraction
-        kept = [f for f, c in zip(features, constant, strict=True) if not c]
-        values = filled[:, ~constant]
-        combat: ComBat | None = None
-        if self.batch_col is not None and kept:
-            frame = pd.DataFrame(values, columns=kept, index=X.index)
-            frame[self.batch_col] = X[self.batch_col].to_numpy()
-            combat = ComBat(batch_col=self.batch_col, feature_cols=kept).fit(frame)
-            values = combat.transform(frame).to_numpy(dtype=float)
-        keep = (
-            _correlation_filter(values, self.corr_threshold)
-            if self.corr_threshold < 1.0
-            else np.ones(values.shape[1], dtype=bool)
-        )
-        if self.select_k is not None and y is not None and keep.sum() > self.select_k:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # constant-in-fold features give NaN F
-                f_stat, _ = f_classif(values[:, keep], np.asarray(y))
-            f_stat = np.nan_to_num(f_stat, nan=-1.0)
-            top = np.argsort(-f_stat, kind="stable")[: self.select_k]
-            chosen = np.zeros(int(keep.sum()), dtype=bool)
-            chosen[top] = True
-            keep[np.flatnonzero(keep)] = chosen
-        self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
-        self.features_ = features
-        self.medians_ = medians
-        self.constant_mask_ = constant
-        self.combat_ = combat
-        self.kept_after_constant_ = kept
-        self.selected_mask_ = keep
-        radiomic = [f for f, k in zip(kept, keep, strict=True) if k]
-        self.clinical_ = ClinicalEncoder(self.clinical_cols).fit(X) if self.clinical_cols else None
-        clinical_names = self.clinical_.feature_names_out_ if self.clinical_ is not None else []
-        self.feature_sources_ = radiomic + list(clinical_names)
-        self.feature_names_out_ = safe_feature_names(self.feature_sources_)
-        self.n_samples_fit_ = int(X.shape[0])
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Apply the learned steps; returns the model input with ``feature_names_out_`` columns."""
-        raw = X[self.features_].to_numpy(dtype=float)
-        filled = np.where(np.isnan(raw), self.medians_, raw)
-        values = filled[:, ~self.constant_mask_]
-        if self.combat_ is not None:
-            frame = pd.DataFrame(values, columns=self.kept_after_constant_, index=X.index)
-            frame[self.batch_col] = X[self.batch_col].to_numpy()
-            values = self.combat_.transform(frame).to_numpy(dtype=float)
-        parts = [values[:, self.selected_mask_]]
-        if self.clinical_ is not None:
-            parts.append(self.clinical_.transform(X).to_numpy(dtype=float))
-        return pd.DataFrame(np.hstack(parts), index=X.index, columns=self.feature_names_out_)
-
-    def get_feature_names_out(self, input_features: Any = None) -> NDArray[np.object_]:
-        """Output column names."""
-        return np.asarray(self.feature_names_out_, dtype=object)
-
-
-class LogitRecalibrator(BaseEstimator):  # type: ignore[misc]
-    """Logistic recalibration ``P = sigmoid(a + b logit(p))`` of predicted probabilities.
-
-    Attributes
-    ----------
-    intercept_, slope_ : float
-    """
-
-    def fit(self, p: Any, y: Any) -> LogitRecalibrator:
-        """Fit ``a`` and ``b`` on (out-of-fold) probabilities ``p`` and outcomes ``y``."""
-        beta = perf.fit_logistic(perf.logit(p), y)
-        self.intercept_, self.slope_ = float(beta[0]), float(beta[1])
-        return self
-
-    def predict(self, p: Any) -> FloatArray:
-        """Recalibrated probabilities."""
-        z = self.intercept_ + self.slope_ * perf.logit(p)
-        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=float)
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -647,46 +327,6 @@ def _fit_fold(task: FoldTask) -> dict[str, Any]:
     }
 
 
-# --- outputs -------------------------------------------------------------------------------------
-
-
-
-
-def _write_text(path: Path, text: str) -> None:
-    def write(p: Path) -> None:
-        p.write_text(text, encoding="utf-8")
-
-    _atomic_write(path, write)
-
-
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    def write(p: Path) -> None:
-        frame.to_parquet(p, index=False)
-
-    _atomic_write(path, write)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _clean_json(value: Any) -> Any:
-    """NaN/inf to ``null`` so metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean_json(v) for v in value]
-    if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
-        return None
-    return value
-
-
 # --- the stage -----------------------------------------------------------------------------------
 
 
@@ -781,33 +421,70 @@ def run_modeling(
     dict
         The summary: ``auc``, ``auc_ci``, ``n``, ``n_events``, per-model AUCs, warnings, paths.
     """
-    from pacs_workbench.core.executor import map_items
-
     frame = table if isinstance(table, pd.DataFrame) else read_table(table)
     data, counts, features, clinical = _prepare(frame, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
-
-    n_vars = len(features) + len(clinical)
-    epv = events_per_variable(counts["n_events"], counts["n"] - counts["n_events"], n_vars)
-    counts["events_per_variable"] = epv
-    if epv < EPV_MINIMUM:
-        message = (
-            f"events per variable is {epv:.2f} ({min(counts['n_events'], counts['n'] - counts['n_events'])} "
-            f"cases in the smaller outcome class for {n_vars} candidate variables; at least "
-            f"{EPV_MINIMUM:.0f} is advised): the models may overfit and the estimate is uncertain; "
-            "read the confidence interval and prefer fewer, pre-specified features"
-        )
-        warnings.warn(message, EventsPerVariableWarning, stacklevel=2)
-        notes.append(message)
+    notes = _check_events_per_variable(counts, len(features) + len(clinical))
 
     id_col = config.id_col or ("case_id" if "case_id" in data.columns else None)
     case_ids = data[id_col].astype(str).to_numpy() if id_col else data["_row_index"].astype(str).to_numpy()
     input_cols = list(dict.fromkeys([*features, *([config.batch] if config.batch else []), *clinical]))
-    X = data[input_cols]
     y = data["_label"].to_numpy().astype(np.int64)
     groups = data[config.group].astype(str).to_numpy()
+    results = _fit_folds(
+        data[input_cols], y, groups, config, features, clinical, workers=workers, scheduler=scheduler, progress=progress
+    )
+
+    row_index = data["_row_index"].to_numpy()
+    names = [m for m in MODEL_NAMES if m in results[0]["probs"]]
+    predictions = _predictions(results, names, row_index, case_ids, groups, y)
+    metrics = summarize(predictions, names, config, counts, notes, results)
+    metrics["folds"] = fold_records(results)
+    if save_models:
+        write_fold_models(out / "models", results, row_index, case_ids, input_cols)
+    write_results(out, predictions, metrics)
+    return {
+        "auc": metrics["auc"],
+        "auc_ci": metrics["auc_ci"],
+        "n": metrics["n"],
+        "n_events": metrics["n_events"],
+        "models": {name: metrics["models"][name]["auc"] for name in names},
+        "warnings": notes,
+        "out": str(out),
+    }
+
+
+def _check_events_per_variable(counts: dict[str, Any], n_vars: int) -> list[str]:
+    """Record the events per variable in ``counts``; warn (and return the note) when too few."""
+    epv = events_per_variable(counts["n_events"], counts["n"] - counts["n_events"], n_vars)
+    counts["events_per_variable"] = epv
+    if epv >= EPV_MINIMUM:
+        return []
+    message = (
+        f"events per variable is {epv:.2f} ({min(counts['n_events'], counts['n'] - counts['n_events'])} "
+        f"cases in the smaller outcome class for {n_vars} candidate variables; at least "
+        f"{EPV_MINIMUM:.0f} is advised): the models may overfit and the estimate is uncertain; "
+        "read the confidence interval and prefer fewer, pre-specified features"
+    )
+    # stacklevel 3: the warning points at the caller of run_modeling.
+    warnings.warn(message, EventsPerVariableWarning, stacklevel=3)
+    return [message]
+
+
+def _fit_folds(
+    X: pd.DataFrame,
+    y: NDArray[np.int64],
+    groups: NDArray[Any],
+    config: ModelingConfig,
+    features: list[str],
+    clinical: list[str],
+    *,
+    workers: int | None,
+    scheduler: str | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every (repeat, outer fold) fitted, sorted; raises :class:`ModelingError` when a fold failed."""
     splits = outer_splits(y, groups, config.outer_folds, config.repeats, config.random_state)
     fold_seeds = np.random.SeedSequence([config.random_state, 1]).generate_state(len(splits))
     tasks = (
@@ -825,10 +502,19 @@ def run_modeling(
         detail = "; ".join(f"repeat {r['repeat']} fold {r['fold']}: {r['error']}" for r in failed[:3])
         raise ModelingError(f"{len(failed)} of {len(results)} folds failed ({detail})")
     results.sort(key=lambda r: (r["repeat"], r["fold"]))
+    return results
 
-    row_index = data["_row_index"].to_numpy()
-    names = [m for m in MODEL_NAMES if m in results[0]["probs"]]
-    pred_parts = []
+
+def _predictions(
+    results: Sequence[dict[str, Any]],
+    names: Sequence[str],
+    row_index: NDArray[Any],
+    case_ids: NDArray[Any],
+    groups: NDArray[Any],
+    y: NDArray[np.int64],
+) -> pd.DataFrame:
+    """``predictions.parquet``: one row per case and repeat, a probability column per model."""
+    parts = []
     for res in results:
         te = res["test"]
         part = pd.DataFrame(
@@ -843,27 +529,8 @@ def run_modeling(
         )
         for name in names:
             part[f"prob_{name}"] = res["probs"][name]
-        pred_parts.append(part)
-    predictions = pd.concat(pred_parts, ignore_index=True)
-
-    metrics = summarize(predictions, names, config, counts, notes, results)
-    fold_rows = _fold_records(results, row_index)
-    metrics["folds"] = fold_rows
-
-    if save_models:
-        _save_models(out / "models", results, row_index, case_ids, input_cols)
-    _write_parquet(out / "predictions.parquet", predictions)
-    _write_text(out / "metrics.json", json.dumps(_clean_json(metrics), indent=2, default=_json_default))
-    _write_text(out / "model_card.md", render_model_card(metrics))
-    return {
-        "auc": metrics["auc"],
-        "auc_ci": metrics["auc_ci"],
-        "n": metrics["n"],
-        "n_events": metrics["n_events"],
-        "models": {name: metrics["models"][name]["auc"] for name in names},
-        "warnings": notes,
-        "out": str(out),
-    }
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def summarize(
@@ -916,362 +583,9 @@ def summarize(
     }
 
 
-def added_value_statement(models: dict[str, Any], comparisons: dict[str, Any]) -> str:
-    """One sentence: does the radiomics model add discrimination to the baselines?"""
-    main = models["lightgbm"]
-    parts = []
-    if "lightgbm_vs_clinical_lr" in comparisons:
-        c = comparisons["lightgbm_vs_clinical_lr"]
-        lo, hi = c["delta_auc_ci"]
-        verdict = (
-            "adds discrimination beyond"
-            if lo > 0
-            else ("is worse than" if hi < 0 else "shows no clear gain over")
-        )
-        parts.append(
-            f"The LightGBM radiomics model {verdict} the clinical-only model "
-            f"(AUC difference {c['delta_auc']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f})."
-        )
-    else:
-        lo = main["auc_ci"][0]
-        verdict = "discriminates better than chance" if lo > 0.5 else "is not clearly better than chance"
-        parts.append(f"No clinical baseline was given; the LightGBM model {verdict} (AUC CI lower bound {lo:.3f}).")
-    if "lightgbm_vs_radiomics_lr" in comparisons:
-        c = comparisons["lightgbm_vs_radiomics_lr"]
-        lo, hi = c["delta_auc_ci"]
-        parts.append(
-            f"Against the L1 logistic regression on the same features: AUC difference {c['delta_auc']:+.3f} "
-            f"(95% CI {lo:+.3f} to {hi:+.3f})."
-        )
-    return " ".join(parts)
-
-
-def _fold_records(results: Sequence[dict[str, Any]], row_index: NDArray[Any]) -> list[dict[str, Any]]:
-    rows = []
-    for res in results:
-        stem = f"r{res['repeat']}_f{res['fold']}"
-        rows.append(
-            {
-                "repeat": int(res["repeat"]),
-                "outer_fold": int(res["fold"]),
-                "n_train": int(res["train"].size),
-                "n_test": int(res["test"].size),
-                "n_features_after_filter": int(res["n_features_after_filter"]),
-                "n_features_radiomics_lr": int(res["n_features_radiomics_lr"]),
-                "best_params": res["best_params"],
-                "booster": f"models/{stem}.txt",
-                "pipeline": f"models/{stem}.joblib",
-                "test_matrix": f"models/{stem}_test.parquet",
-            }
-        )
-    return rows
-
-
-def _save_models(
-    folder: Path,
-    results: Sequence[dict[str, Any]],
-    row_index: NDArray[Any],
-    case_ids: NDArray[Any],
-    input_cols: list[str],
-) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for res in results:
-        stem = f"r{res['repeat']}_f{res['fold']}"
-        pipe: Pipeline = res["pipeline"]
-        prep: RadiomicsPreprocessor = pipe.named_steps["prep"]
-        booster = pipe.named_steps["clf"].booster_
-
-        def save_booster(p: Path, b: Any = booster) -> None:
-            b.save_model(str(p))
-
-        _atomic_write(folder / f"{stem}.txt", save_booster)
-        bundle = {
-            "pipeline": pipe,
-            "preprocessor": prep,
-            "feature_columns": list(prep.feature_names_out_),
-            "feature_sources": list(prep.feature_sources_),
-            "input_columns": input_cols,
-            "train_rows": row_index[res["train"]].tolist(),
-            "test_rows": row_index[res["test"]].tolist(),
-            "best_params": res["best_params"].get("lightgbm", {}),
-            "recalibrator": res["recalibrator"],
-        }
-
-        def dump(p: Path, obj: dict[str, Any] = bundle) -> None:
-            buffer = io.BytesIO()
-            joblib.dump(obj, buffer)
-            p.write_bytes(buffer.getvalue())
-
-        _atomic_write(folder / f"{stem}.joblib", dump)
-        matrix = res["test_matrix"].reset_index(drop=True)
-        matrix.insert(0, "case_id", case_ids[res["test"]])
-        matrix.insert(0, "row_index", row_index[res["test"]])
-        _write_parquet(folder / f"{stem}_test.parquet", matrix)
-    index = pd.DataFrame(_fold_records(results, row_index)).drop(columns=["best_params"])
-    _write_parquet(folder / "folds.parquet", index)
-
-
 # --- model card ----------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def render_model_card(metrics: dict[str, Any]) -> str:
-    """The model card (Markdown): intended use, data, validation, performance, limits."""
-    s = metrics["settings"]
-    outcome = (
-        f"event within {s['horizon']:g} time units (time-to-event column `{s['time']}`, event column "
-        f"`{s['label']}`)"
-        if s.get("time")
-        else f"binary outcome `{s['label']}`"
-    )
-    lines = [
-        "# Model card: radiomics risk model",
-        "",
-        "## Intended use",
-        "",
-        f"Research estimate of the risk of the {outcome} from radiomic features"
-        + (" and clinical covariates" if s["clinical"] and s["clinical_in_model"] else "")
-        + ". For hypothesis generation and for planning an external validation; not for clinical "
-        "decisions about individual patients. The reported performance is internal (cross-validated) "
-        "and applies to cases like those in the training data (same population, scanners and protocols).",
-        "",
-        "## Data",
-        "",
-        f"- Cases: {metrics['n']} ({metrics['n_events']} events, {metrics['n'] - metrics['n_events']} "
-        f"non-events) from {metrics['n_groups']} patients; {metrics['n_rows']} rows in the table.",
-        f"- Excluded: {metrics.get('n_excluded_missing_label', 0)} without label, "
-        f"{metrics.get('n_excluded_missing_group', 0)} without patient group"
-        + (
-            f", {metrics['n_excluded_censored']} censored before the horizon without event"
-            if "n_excluded_censored" in metrics
-            else ""
-        )
-        + ".",
-        f"- Candidate radiomic features: {metrics['n_features_candidate']}; after in-fold filtering "
-        f"(median over folds): {metrics['n_features_after_filter_median']:g}.",
-        f"- Clinical covariates: {', '.join(f'`{c}`' for c in s['clinical']) or 'none'}.",
-        "- Harmonization: "
-        + (f"ComBat by `{s['batch']}` (fitted on training folds only)." if s["batch"] else "none."),
-        f"- Events per candidate variable: {metrics['events_per_variable']:.2f}.",
-        "",
-        "## Validation",
-        "",
-        f"Nested cross-validation grouped by patient: {s['repeats']} repeat(s) of {s['outer_folds']} outer "
-        f"folds (StratifiedGroupKFold) for the estimate and {s['inner_folds']} inner folds for tuning "
-        "(grid search on ROC AUC). Imputation, near-constant and correlation filters (|r| > "
-        f"{s['corr_threshold']})"
-        + (f", selection of the {s['select_k']} best features" if s["select_k"] else "")
-        + (", ComBat harmonization" if s["batch"] else "")
-        + ", scaling"
-        + (" and recalibration" if s["recalibrate"] else "")
-        + " are learned inside each training fold. Tuning grids: LightGBM "
-        + ", ".join(f"{k.split('__', 1)[-1]} {v}" for k, v in s["lightgbm_grid"].items())
-        + "; L1 logistic regression "
-        + ", ".join(f"{k.split('__', 1)[-1]} {v}" for k, v in s["lasso_grid"].items())
-        + ". No patient is in both the training and the test part "
-        "of any split (checked in code). The AUC CI is a patient-level bootstrap "
-        f"({s['n_boot']} resamples) of the out-of-fold predictions.",
-        "",
-        "## Performance (out-of-fold)",
-        "",
-        "| model | ROC AUC (95% CI) | PR AUC | Brier | calibration slope | calibration intercept |",
-        "|---|---|---|---|---|---|",
-    ]
-    labels = {
-        "lightgbm": "LightGBM (radiomics" + (" + clinical)" if s["clinical"] and s["clinical_in_model"] else ")"),
-        "lightgbm_recalibrated": "LightGBM, recalibrated in-fold",
-        "radiomics_lr": "L1 logistic regression (radiomics)",
-        "clinical_lr": "logistic regression (clinical only)",
-    }
-    for name, m in metrics["models"].items():
-        lo, hi = m["auc_ci"]
-        lines.append(
-            f"| {labels.get(name, name)} | {_fmt(m['auc'])} ({_fmt(lo)}-{_fmt(hi)}) | {_fmt(m['pr_auc'])} | "
-            f"{_fmt(m['brier'])} | {_fmt(m['calibration_slope'], 2)} | {_fmt(m['calibration_intercept'], 2)} |"
-        )
-    prevalence = metrics["n_events"] / metrics["n"]
-    main = metrics["models"]["lightgbm"]
-    lines += [
-        "",
-        f"Event rate {prevalence:.3f}; a Brier score of {prevalence * (1 - prevalence):.3f} is what always "
-        "predicting the event rate gives.",
-        "",
-        metrics["added_value"],
-        "",
-        "Risk strata of the LightGBM model (cutoffs "
-        + ("given" if s["risk_cutoffs"] else "at the tertiles of the out-of-fold predictions")
-        + f": {main['risk_cutoffs'][0]:.3f}, {main['risk_cutoffs'][1]:.3f}; all repeats pooled):",
-        "",
-        "| stratum | predicted risk | cases | events | observed event rate |",
-        "|---|---|---|---|---|",
-    ]
-    for row in main["risk_strata"]:
-        lines.append(
-            f"| {row['stratum']} | {row['lower']:.3f}-{row['upper']:.3f} | {row['n']} | {row['n_events']} | "
-            f"{_fmt(row['event_rate'])} |"
-        )
-    useful = [d for d in main["decision_curve"] if d["model"] > max(d["treat_all"], 0.0) + 1e-9]
-    lines += [
-        "",
-        "Decision curve: the model has higher net benefit than treating all or none at thresholds "
-        + (
-            f"{min(d['threshold'] for d in useful):.2f}-{max(d['threshold'] for d in useful):.2f}"
-            if useful
-            else "none of those examined"
-        )
-        + " (full curve and calibration curve in metrics.json).",
-        "",
-        "## Limits",
-        "",
-        "- Internal validation only: performance on other hospitals, scanners or protocols is unknown "
-        "and usually lower; validate externally before any use.",
-        "- Cross-validated estimates vary with the split; the CI covers case sampling, not every "
-        "source of variation.",
-        "- Retrospective data: selection and labelling biases of the source cohort carry over.",
-    ]
-    if s["batch"] is None:
-        lines.append("- No harmonization: scanner or vendor differences may be learned as signal.")
-    for note in metrics["warnings"]:
-        lines.append(f"- Warning: {note}")
-    lines.append("")
-    return "\n".join(lines)
 
 
 # --- from features and cohort to a model table, and reading the results back (04_radiomics_model) ---
 
-#: Patient-level columns taken from the cohort's baseline study.
-CLINICAL_COLUMNS = ("age_years", "pack_years")
-GROWTH_COLUMN = "delta_shape_VolumeGrowthRatio"
 
-
-def build_model_table(
-    features: pd.DataFrame,
-    cohort: pd.DataFrame,
-    *,
-    size_feature: str = "original_shape_VoxelVolume",
-    label: str = "outcome",
-) -> pd.DataFrame:
-    """One row per patient: the index lesion, its growth, and the patient's clinical factors.
-
-    The index lesion is the largest lesion (by ``size_feature``) on the patient's latest study;
-    ``delta_shape_VolumeGrowthRatio`` is its size over the largest lesion's size on the earliest
-    study (1 with a single study), so growth enters the model as an imaging feature. Clinical
-    columns and the outcome come from the cohort's baseline row of the same pseudonymous patient.
-
-    Parameters
-    ----------
-    features
-        Output of :func:`pacs_workbench.radiomics.features.extract_features` with ``pseudo_patient_id`` and
-        ``StudyDate`` (de-identified, shifted dates: only their order and intervals are used).
-    cohort
-        ``cohort.parquet`` of the cohort stage (``pseudo_patient_id``, ``study_index``, the label
-        and clinical columns).
-    size_feature
-        Feature that ranks lesions by size.
-    label
-        Outcome column of the cohort.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Feature columns, ``GROWTH_COLUMN``, ``case_id``, ``pseudo_patient_id``, ``Manufacturer``,
-        the clinical columns and ``label``; only patients in the cohort with a known outcome.
-    """
-    usable = features
-    if "error" in usable.columns:
-        usable = usable[usable["error"].isna() | (usable["error"] == "")]
-    if size_feature not in usable.columns:
-        raise ModelingError(f"feature table has no {size_feature!r} column to pick index lesions by")
-    usable = usable.dropna(subset=[size_feature, "pseudo_patient_id"])
-    by_size = usable.sort_values(["pseudo_patient_id", "StudyDate", size_feature], ascending=[True, True, False])
-    largest_per_study = by_size.drop_duplicates(["pseudo_patient_id", "StudyDate"], keep="first")
-    first = largest_per_study.drop_duplicates("pseudo_patient_id", keep="first").set_index("pseudo_patient_id")
-    latest = largest_per_study.drop_duplicates("pseudo_patient_id", keep="last").set_index("pseudo_patient_id")
-    latest[GROWTH_COLUMN] = latest[size_feature] / first[size_feature].replace(0, np.nan)
-
-    baseline = cohort.sort_values(["pseudo_patient_id", "study_index"]).drop_duplicates("pseudo_patient_id")
-    wanted = [c for c in (label, *CLINICAL_COLUMNS) if c in baseline.columns]
-    if label not in wanted:
-        raise ModelingError(f"cohort has no {label!r} column; link the EHR in 01_cohort")
-    patients = baseline.set_index("pseudo_patient_id")[wanted]
-    table = latest.join(patients, how="inner", lsuffix="_case")
-    table = table[table[label].notna()].reset_index()
-    table[label] = table[label].astype(int)
-    return table
-
-
-def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """The headline metrics of every model in ``metrics.json``, one row per model."""
-    rows = []
-    for name, record in metrics["models"].items():
-        low, high = record["auc_ci"]
-        rows.append(
-            {
-                "model": name,
-                "AUC": round(record["auc"], 3),
-                "AUC 95% CI": f"{low:.3f}-{high:.3f}",
-                "PR AUC": round(record["pr_auc"], 3),
-                "Brier": round(record["brier"], 3),
-                "calibration slope": round(record["calibration_slope"], 2),
-                "calibration intercept": round(record["calibration_intercept"], 2),
-            }
-        )
-    return pd.DataFrame(rows).set_index("model")
-
-
-def read_results(model_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """``metrics.json`` and ``predictions.parquet`` of a modeling run."""
-    folder = Path(model_dir)
-    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    return metrics, pd.read_parquet(folder / "predictions.parquet")
-
-
-def compare_with_truth(
-    predictions: pd.DataFrame, truth_patients: pd.DataFrame, key: bytes, model: str = "lightgbm"
-) -> dict[str, float]:
-    """Score out-of-fold risk against the synthetic ground truth (``truth/patients.csv``).
-
-    The truth is keyed by the source (0010,0020) Patient ID, so it is pseudonymized with the
-    project key before joining; no identifier leaves this function. Returns the AUC of the
-    model, the AUC the true outcome probability reaches on the same patients (the best any
-    model could expect), and the rank correlation of predicted risk with the true linear
-    predictor.
-    """
-    from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
-
-    from pacs_workbench.core.pseudonym import pseudonymize
-
-    truth = truth_patients.assign(
-        group=[pseudonymize(key, str(v), "patient") for v in truth_patients["PatientID"]]
-    )[["group", "probability", "linear_predictor"]]
-    risk = predictions.groupby("group", as_index=False).agg(label=("label", "first"), risk=(f"prob_{model}", "mean"))
-    joined = risk.merge(truth, on="group", how="inner")
-    rho = spearmanr(joined["risk"], joined["linear_predictor"]).statistic
-    return {
-        "patients": len(joined),
-        "auc_model": float(roc_auc_score(joined["label"], joined["risk"])),
-        "auc_true_probability": float(roc_auc_score(joined["label"], joined["probability"])),
-        "spearman_risk_vs_true_predictor": float(rho),
-    }
-
-
-def harmonization_preview(
-    table: pd.DataFrame, features: Sequence[str], batch: str = "Manufacturer"
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Features before and after ComBat fitted on the whole table, for display only.
-
-    The models never use this: inside the cross-validation ComBat is fitted on each training
-    fold alone. This shows a reader how much the vendors differ and what harmonization changes.
-    """
-    columns = [c for c in features if c in table.columns]
-    before = table[[batch, *columns]].dropna()
-    harmonized = ComBat(batch_col=batch, feature_cols=columns).fit_transform(before)
-    after = before.copy()
-    after[columns] = np.asarray(harmonized[columns] if isinstance(harmonized, pd.DataFrame) else harmonized)
-    return before, after

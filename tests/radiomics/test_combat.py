@@ -7,8 +7,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from pacs_workbench.radiomics.combat import ComBat, ComBatWarning
+from tests.radiomics.fixtures import SKLEARN_TRANSFORMER_CHECKS, run_sklearn_check
 
 
 def make_batches(seed: int = 0, n_per_batch=(30, 40, 25), p: int = 12, covariate: bool = False):
@@ -174,3 +177,38 @@ def test_single_case_batch_warns_and_still_fits() -> None:
         model = ComBat(batch_col="vendor", feature_cols=FEATURES).fit(pd.concat([frame, extra], ignore_index=True))
     assert any(issubclass(w.category, ComBatWarning) for w in caught)
     assert np.isfinite(model.gamma_star_).all() and np.isfinite(model.delta_star_).all()
+
+
+# --- scikit-learn conventions ----------------------------------------------------------------------
+# ComBat needs a DataFrame with a batch column, so scikit-learn's full check_estimator (which fits
+# on bare arrays) cannot run; the data-free checks do, and the rest is checked here on real data.
+# ComBat has no random step and so no random_state.
+
+
+@pytest.mark.parametrize("check", SKLEARN_TRANSFORMER_CHECKS)
+def test_sklearn_checks(check: str) -> None:
+    run_sklearn_check(check, ComBat())
+
+
+def test_sklearn_conventions() -> None:
+    frame, _ = make_batches(seed=9)
+    model = ComBat(batch_col="vendor", feature_cols=FEATURES, covariate_cols=("age",))
+    assert not [k for k in vars(model) if k.endswith("_")]
+    with pytest.raises(NotFittedError):
+        model.transform(frame)
+    with pytest.raises(NotFittedError):
+        model.get_feature_names_out()
+    assert model.fit(frame) is model
+    learned = [k for k in vars(model) if k not in model.get_params()]
+    assert learned and all(k.endswith("_") for k in learned)
+    out = model.transform(frame)
+    assert list(model.get_feature_names_out()) == list(out.columns) == FEATURES
+
+    twin = clone(model)
+    assert twin.get_params() == model.get_params()
+    with pytest.raises(NotFittedError):
+        twin.transform(frame)
+    pd.testing.assert_frame_equal(twin.fit(frame).transform(frame), out)
+    params = model.get_params()
+    assert clone(model).set_params(**params).get_params() == params
+    assert clone(model).set_params(mean_only=True).fit(frame).delta_star_.max() == 1.0

@@ -1,73 +1,25 @@
-"""Tests for the radiomics feature stage (pacs_workbench.radiomics.features).
+"""Feature extraction over many cases: columns and provenance, cache, failures, parallel runs, CLI.
 
-Real pyradiomics on small synthetic spheres-with-noise volumes written as NIfTI, the IBSI
-reference phantoms from PACS_WORKBENCH_REFERENCE, real process pools and a real Dask
-LocalCluster on loopback.
+Real pyradiomics on small synthetic spheres-with-noise volumes written as NIfTI, real process
+pools and a real Dask LocalCluster on loopback.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import SimpleITK as sitk
 
-from pacs_workbench.core.params import ParameterError, reference_dir
+from pacs_workbench.core.files import sha256_file
 from pacs_workbench.radiomics import features
-
-CT_PARAMS = features.PARAMS_DIR / "ct_default.yaml"
-REFERENCE = reference_dir()
-needs_reference = pytest.mark.skipif(
-    REFERENCE is None, reason="PACS_WORKBENCH_REFERENCE is not set (IBSI phantoms and reference values)"
-)
-
-
-def write_case(
-    folder: Path, name: str, radius: float, seed: int, shape: tuple[int, int, int] = (14, 22, 22)
-) -> tuple[Path, Path]:
-    """A CT-like volume: noisy soft-tissue sphere in lung-like background; mask = the sphere."""
-    rng = np.random.default_rng(seed)
-    zz, yy, xx = np.indices(shape, dtype=float)
-    centre = (np.array(shape) - 1) / 2
-    # Spacing (x, y, z) = (0.8, 0.8, 2.0) mm: distances in mm.
-    dist = np.sqrt(((zz - centre[0]) * 2.0) ** 2 + ((yy - centre[1]) * 0.8) ** 2 + ((xx - centre[2]) * 0.8) ** 2)
-    inside = dist <= radius
-    image = rng.normal(-800, 60, shape)
-    image[inside] = rng.normal(30 + 5 * seed, 40, inside.sum())
-    img = sitk.GetImageFromArray(np.round(image).astype(np.int16))
-    msk = sitk.GetImageFromArray(inside.astype(np.uint8))
-    for item in (img, msk):
-        item.SetSpacing((0.8, 0.8, 2.0))
-        item.SetOrigin((-10.0, -12.0, 40.0))
-    image_path, mask_path = folder / f"{name}_image.nii.gz", folder / f"{name}_mask.nii.gz"
-    sitk.WriteImage(img, str(image_path))
-    sitk.WriteImage(msk, str(mask_path))
-    return image_path, mask_path
-
-
-def case_table(folder: Path, n: int = 4) -> pd.DataFrame:
-    rows = []
-    for i in range(n):
-        image, mask = write_case(folder, f"c{i}", radius=5.0 + i, seed=i)
-        rows.append(
-            {
-                "case_id": f"case{i:02d}",
-                "image": str(image),
-                "mask": str(mask),
-                "SeriesInstanceUID": f"2.25.{1000 + i}",
-                "mask_source": "SEG" if i % 2 == 0 else "RTSTRUCT",
-                "pseudo_patient_id": f"P{i:04d}",
-                "Manufacturer": ["SIEMENS", "GE MEDICAL SYSTEMS", "Philips", "TOSHIBA"][i % 4],
-            }
-        )
-    return pd.DataFrame(rows)
+from pacs_workbench.radiomics.cache import default_cache_dir
+from tests.radiomics.fixtures import CT_PARAMS, case_table, write_case
 
 
 @pytest.fixture(scope="module")
@@ -78,132 +30,6 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def serial(cases: pd.DataFrame) -> pd.DataFrame:
     return features.extract_features(cases, CT_PARAMS, workers=1, progress=False)
-
-
-# --- installation and parameter files ------------------------------------------------------------
-
-
-def test_pyradiomics_install_runs_one_extraction(tmp_path: Path) -> None:
-    from radiomics.featureextractor import RadiomicsFeatureExtractor
-
-    image, mask = write_case(tmp_path, "guard", radius=5.0, seed=1)
-    extractor = RadiomicsFeatureExtractor(binWidth=25)
-    extractor.disableAllFeatures()
-    extractor.enableFeatureClassByName("firstorder")
-    extractor.enableFeatureClassByName("glcm")
-    result = extractor.execute(str(image), str(mask))
-    assert math.isfinite(float(result["original_firstorder_Mean"]))
-    assert float(result["original_glcm_JointEntropy"]) > 0
-    voxels = int(sitk.GetArrayFromImage(sitk.ReadImage(str(mask))).sum())
-    assert int(result["diagnostics_Mask-original_VoxelNum"]) == voxels
-
-
-def test_shipped_param_files_validate_against_pyradiomics_schema() -> None:
-    import pykwalify.core
-    import yaml
-    from radiomics import getParameterValidationFiles
-    from radiomics.featureextractor import RadiomicsFeatureExtractor
-
-    files = {p.name: p for p in features.iter_param_files()}
-    assert {"ct_default.yaml", "mr_default.yaml", "ibsi_phantom.yaml", "ibsi_config_a.yaml"} <= set(files)
-    schema, funcs = getParameterValidationFiles()
-    for path in files.values():
-        data = yaml.safe_load(path.read_text())
-        pykwalify.core.Core(source_data=data, schema_files=[schema], extensions=[funcs]).validate(raise_exception=True)
-        assert "#" in path.read_text(), f"{path.name} carries no comments for the user"
-        extractor = RadiomicsFeatureExtractor(str(path))  # pyradiomics' own loading path
-        assert extractor.settings.get("voxelArrayShift", 0) == 0
-        assert isinstance(features.load_radiomics_params(path).get("setting"), dict)
-
-
-def test_invalid_param_file_is_rejected_with_reason(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("setting:\n  binWidth: -5\n")
-    with pytest.raises(ParameterError, match=r"binWidth|schema"):
-        features.load_radiomics_params(bad)
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("setting:\n  binwidht: 25\n")
-    with pytest.raises(ParameterError, match="binwidht"):
-        features.load_radiomics_params(typo)
-    with pytest.raises(ParameterError, match="not found"):
-        features.load_radiomics_params(tmp_path / "missing.yaml")
-
-
-# --- IBSI ------------------------------------------------------------------------------------------
-
-
-def _failures(table: pd.DataFrame) -> str:
-    bad = table[table["status"] == "fail"]
-    return bad[["ibsi_tag", "pyradiomics_feature", "value", "reference_value", "tolerance"]].to_string()
-
-
-@needs_reference
-def test_ibsi_digital_phantom_every_computed_feature_within_tolerance() -> None:
-    table = features.check_ibsi_reference("phantom", REFERENCE)
-    computed = table[table["status"] != "not computed"]
-    # 267 phantom reference values map onto pyradiomics features (3D/2.5D, averaged/merged).
-    assert len(computed) == 267
-    assert (computed["status"] == "pass").all(), _failures(table)
-    assert not (table["reason"] == "mapped feature missing from pyradiomics output").any()
-    # Every row pyradiomics does not compute says why.
-    assert (table.loc[table["status"] == "not computed", "reason"] != "").all()
-    # Without the workbench's corrections exactly the documented deviations fail.
-    raw_fail = {
-        r.ibsi_tag
-        for r in computed.itertuples()
-        if not features.within_ibsi_tolerance(r.value_uncorrected, r.reference_value, r.tolerance)
-    }
-    assert raw_fail == {"stat_kurt", "morph_pca_min_axis", "morph_pca_least_axis"}
-
-
-@pytest.mark.slow
-@needs_reference
-def test_ibsi_ct_phantom_configuration_a() -> None:
-    table = features.check_ibsi_reference("A", REFERENCE)
-    computed = table[table["status"] != "not computed"]
-    # mapping_case1.csv: 149 non-diagnostic IBSI tags with a pyradiomics feature (shape, statistics,
-    # intensity histogram, 2.5D GLCM/GLRLM averaged+merged, GLSZM, NGTDM, NGLDM).
-    assert len(computed) == 149
-    assert (computed["status"] == "pass").all(), _failures(table)
-    excluded = table[table["status"] == "not computed"]
-    assert (excluded["reason"] != "").all()
-    assert not (excluded["reason"] == "mapped feature missing from pyradiomics output").any()
-    # The per-slice 2D aggregations are the largest excluded group; they have no pyradiomics value.
-    assert (excluded["aggregation"].str.startswith("2D")).sum() == 136
-
-
-def test_ibsi_correct_kurtosis_and_axes() -> None:
-    raw = {
-        "original_firstorder_Kurtosis": 2.5,
-        "wavelet-LLH_firstorder_Kurtosis": 4.0,
-        "original_shape_MajorAxisLength": 10.0,
-        "original_shape_MinorAxisLength": 8.0,
-        "original_shape_Elongation": 0.8,
-        "original_firstorder_Mean": 3.0,
-    }
-    fixed, applied = features.ibsi_correct(raw, n_voxels=5)
-    assert fixed["original_firstorder_Kurtosis"] == pytest.approx(-0.5)
-    assert fixed["wavelet-LLH_firstorder_Kurtosis"] == pytest.approx(1.0)
-    assert fixed["original_shape_MajorAxisLength"] == pytest.approx(10.0 * math.sqrt(5 / 4))
-    assert fixed["original_shape_Elongation"] == 0.8
-    assert fixed["original_firstorder_Mean"] == 3.0
-    assert applied == ["excess_kurtosis", "pca_axes_sample_covariance"]
-    assert raw["original_firstorder_Kurtosis"] == 2.5  # input untouched
-    # Output of extract_case carries its corrections and is never corrected twice.
-    marked = {**fixed, features.CORRECTIONS_DIAGNOSTIC: ";".join(applied)}
-    again, applied_again = features.ibsi_correct(marked, n_voxels=5)
-    assert again == marked and applied_again == applied
-
-
-def test_ibsi_correct_undoes_voxel_array_shift(tmp_path: Path) -> None:
-    image, mask = write_case(tmp_path, "shift", radius=6.0, seed=3)
-    plain = features.extract_case(image, mask, CT_PARAMS)
-    shifted = features.extract_case(image, mask, CT_PARAMS, overrides={"voxelArrayShift": 1000})
-    assert "energy_without_voxel_shift" in shifted[features.CORRECTIONS_DIAGNOSTIC]
-    assert "energy_without_voxel_shift" not in plain[features.CORRECTIONS_DIAGNOSTIC]
-    for name in ("Energy", "TotalEnergy", "RootMeanSquared"):
-        key = f"original_firstorder_{name}"
-        assert shifted[key] == pytest.approx(plain[key], rel=1e-9), key
 
 
 # --- many cases ------------------------------------------------------------------------------------
@@ -220,7 +46,7 @@ def test_table_columns_provenance_and_metadata(cases: pd.DataFrame, tmp_path: Pa
     assert "image" not in frame.columns and "mask" not in frame.columns
     assert not any(c.startswith("diagnostics_") for c in frame.columns)
     assert "original_firstorder_Mean" in frame.columns and "original_glcm_JointEntropy" in frame.columns
-    assert frame["image_sha256"].iloc[0] == features.hash_file(cases["image"].iloc[0])
+    assert frame["image_sha256"].iloc[0] == sha256_file(cases["image"].iloc[0])
     assert frame["params_sha256"].nunique() == 1
     assert set(frame["ibsi_corrections"]) == {"excess_kurtosis;pca_axes_sample_covariance"}
     # Larger spheres, larger volumes: values belong to their own case.
@@ -256,15 +82,15 @@ def test_cache_second_run_computes_nothing_and_one_changed_mask_recomputes_one(
     out = tmp_path / "features.parquet"
     first = features.extract_features(local, CT_PARAMS, out, progress=False)
     assert first.attrs["summary"]["computed"] == 4 and first.attrs["summary"]["cached"] == 0
-    assert features.default_cache_dir(out).is_dir()
-    assert len(list(features.default_cache_dir(out).rglob("*.json"))) == 4
+    assert default_cache_dir(out).is_dir()
+    assert len(list(default_cache_dir(out).rglob("*.json"))) == 4
 
     second = features.extract_features(local, CT_PARAMS, out, progress=False)
     assert second.attrs["summary"]["computed"] == 0 and second.attrs["summary"]["cached"] == 4
     pd.testing.assert_frame_equal(first, second)
 
     # A new mask for case 2 (the same sphere dilated by one voxel): only that case is recomputed.
-    mask_path = Path(local.loc[2, "mask"])
+    mask_path = Path(str(local.loc[2, "mask"]))
     sitk.WriteImage(sitk.BinaryDilate(sitk.ReadImage(str(mask_path)), [1, 1, 1]), str(mask_path))
     third = features.extract_features(local, CT_PARAMS, out, progress=False)
     assert third.attrs["summary"]["computed"] == 1 and third.attrs["summary"]["cached"] == 3

@@ -21,75 +21,12 @@ from pacs_workbench.radiomics.model import (
     EventsPerVariableWarning,
     GroupLeakError,
     ModelingConfig,
-    ModelingError,
-    RadiomicsPreprocessor,
     check_groups_disjoint,
-    label_at_horizon,
     run_modeling,
 )
-
-VENDORS = np.array(["SIEMENS", "GE MEDICAL SYSTEMS", "Philips"])
-
-
-def make_table(n_patients: int = 70, p_noise: int = 12, seed: int = 0) -> pd.DataFrame:
-    """Patients with one or two lesions; three informative features, noise, a near-constant and a
-    duplicated feature, a vendor shift on every feature, and clinical age and smoking."""
-    rng = np.random.default_rng(seed)
-    per_patient = rng.integers(1, 3, n_patients)
-    patient = np.repeat([f"P{i:03d}" for i in range(n_patients)], per_patient)
-    n = patient.size
-    age = np.repeat(rng.normal(65, 8, n_patients), per_patient)
-    smoking = np.repeat(rng.choice(["never", "former", "current"], n_patients), per_patient)
-    vendor = np.repeat(rng.choice(VENDORS, n_patients), per_patient)
-    informative = rng.normal(0, 1, (n, 3))
-    lp = 1.4 * informative[:, 0] - 1.0 * informative[:, 1] + 0.8 * informative[:, 2] + 0.03 * (age - 65)
-    label = (rng.random(n) < 1 / (1 + np.exp(-lp))).astype(int)
-    table = pd.DataFrame(
-        {
-            "case_id": [f"C{i:04d}" for i in range(n)],
-            "patient": patient,
-            "label": label,
-            "age": age,
-            "smoking": smoking,
-            "Manufacturer": vendor,
-        }
-    )
-    shift = {v: k * 0.8 for k, v in enumerate(VENDORS)}
-    offset = np.array([shift[v] for v in vendor])
-    for j in range(3):
-        table[f"original_firstorder_F{j}"] = informative[:, j] + offset
-    for j in range(p_noise):
-        table[f"wavelet_glcm_N{j}"] = rng.normal(0, 1, n) + offset
-    table["original_shape_Constant"] = np.where(rng.random(n) < 0.98, 1.0, 2.0)
-    table["original_firstorder_F0_copy"] = table["original_firstorder_F0"] * 2.0 + 0.01 * rng.normal(0, 1, n)
-    table.loc[rng.random(n) < 0.05, "wavelet_glcm_N0"] = np.nan
-    return table
-
-
-def small_config(**overrides) -> ModelingConfig:
-    base = dict(
-        label="label",
-        group="patient",
-        batch="Manufacturer",
-        clinical=("age", "smoking"),
-        repeats=1,
-        outer_folds=3,
-        inner_folds=2,
-        random_state=0,
-        n_boot=200,
-        lightgbm_params=dict(modeling.LIGHTGBM_PARAMS, n_estimators=60),
-        # Tiny tables have fewer features than the pre-selection keeps: tune depth only.
-        lightgbm_grid={"clf__max_depth": [1, 3]},
-        lasso_grid={"clf__C": [0.1, 1.0]},
-    )
-    base.update(overrides)
-    return ModelingConfig(**base)
-
-
-def run_quiet(table, out, config, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return run_modeling(table, out, config, progress=False, **kwargs)
+from pacs_workbench.radiomics.table import ModelingError, label_at_horizon
+from pacs_workbench.radiomics.transformers import RadiomicsPreprocessor
+from tests.radiomics.fixtures import make_table, run_quiet, small_config
 
 
 @pytest.fixture(scope="module")
@@ -174,10 +111,13 @@ def test_saved_preprocessing_is_fitted_on_training_rows_only(fitted, table) -> N
     X = table[bundle["input_columns"]]
     train = bundle["train_rows"]
     assert prep.n_samples_fit_ == len(train) and prep.combat_.n_samples_fit_ == len(train)
+    assert prep.combat_ is not None
     again = RadiomicsPreprocessor(**prep.get_params()).fit(X.iloc[train], table["label"].iloc[train])
+    assert again.combat_ is not None
     np.testing.assert_allclose(again.combat_.grand_mean_, prep.combat_.grand_mean_)
     np.testing.assert_allclose(again.medians_, prep.medians_)
     leaky = RadiomicsPreprocessor(**prep.get_params()).fit(X, table["label"])
+    assert leaky.combat_ is not None
     assert not np.allclose(leaky.combat_.gamma_star_, prep.combat_.gamma_star_)
 
 
@@ -248,16 +188,6 @@ def test_reproducible_with_random_state(tmp_path, table) -> None:
 # --- time to event and guard rails ---------------------------------------------------------------
 
 
-def test_label_at_horizon() -> None:
-    event = pd.Series([1, 1, 0, 0, 0, 1, None])
-    time = pd.Series([10, 40, 10, 30, 50, 30, 5])
-    label, excluded = label_at_horizon(event, time, 30.0)
-    # event by 30 -> 1; event after -> 0; censored before 30 -> excluded; followed to 30 -> 0
-    assert label.iloc[[0, 1, 3, 4, 5]].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
-    assert np.isnan(label.iloc[2])
-    assert np.isnan(label.iloc[6]) and excluded == 1
-
-
 def test_time_to_event_run_reports_exclusions(tmp_path, table) -> None:
     rng = np.random.default_rng(3)
     t2e = table.copy()
@@ -303,13 +233,6 @@ def test_bad_input_is_explained(tmp_path, table) -> None:
     with pytest.raises(ModelingError, match="not in the table"):
         run_quiet(table, tmp_path, small_config(group="nope"))
     assert not (tmp_path / "metrics.json").exists()
-
-
-def test_dicom_provenance_columns_are_not_features(table) -> None:
-    extra = table.assign(SliceThickness=1.0, KVP=120.0, diagnostics_Mask_VoxelNum=5.0)
-    features, _ = modeling.select_feature_columns(extra, ["label", "patient", "age", "Manufacturer"])
-    assert "SliceThickness" not in features and "KVP" not in features
-    assert "diagnostics_Mask_VoxelNum" not in features and "original_firstorder_F0" in features
 
 
 # --- command line --------------------------------------------------------------------------------
