@@ -14,7 +14,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +22,17 @@ import numpy as np
 
 from pacs_workbench.core.executor import map_items
 from pacs_workbench.core.files import temp_file_owner, write_bytes_atomic, write_text_atomic
-from pacs_workbench.synth import dicom_writer as dw
-from pacs_workbench.synth.common import derive_rng, make_uid, safe_component
+from pacs_workbench.synth.common import safe_component
 from pacs_workbench.synth.ehr import EHR_COLUMNS, build_bundle, bundle_json, ehr_row
-from pacs_workbench.synth.imaging import VENDORS, render_series
-from pacs_workbench.synth.localizer_dose import build_dose_screen, build_localizer
+from pacs_workbench.synth.imaging import VENDORS
 from pacs_workbench.synth.patients import (
     INSTITUTIONS,
     OUTCOME_MODEL,
     PatientPlan,
-    StudyPlan,
     plan_cohort,
     staff_forms,
 )
-from pacs_workbench.synth.reports import NoduleFinding, lung_rads, measured_diameter, write_report
-from pacs_workbench.synth.segmentations import RTSTRUCT_SERIES_NUMBER, build_rtstruct, build_segmentation
+from pacs_workbench.synth.study_writer import PatientWriter, write_study
 
 MARKER = ".pacs-workbench-synth.json"
 MANAGED = ("dicom", "ehr", "reports", "truth", "README.md")
@@ -82,40 +78,6 @@ def _phi_candidates(plan: PatientPlan) -> list[str]:
     return forms
 
 
-class _Writer:
-    """Writes files of one patient and records what went where."""
-
-    def __init__(self, out: Path, candidates: list[str]) -> None:
-        self.out = out
-        self.candidates = [(c, c.encode("utf-8")) for c in candidates]
-        self.files: Counter[str] = Counter()
-        self.bytes = 0
-        self.paths: list[str] = []
-        self.phi: set[str] = set()
-
-    def see_text(self, text: str) -> None:
-        """Record PHI forms visible in ``text`` (file names, burned-in pixels)."""
-        self.phi.update(c for c, _ in self.candidates if c in text)
-
-    def write(self, rel: str, data: bytes, kind: str) -> None:
-        write_bytes_atomic(self.out / rel, data)
-        self.files[kind] += 1
-        self.bytes += len(data)
-        self.paths.append(rel)
-        self.see_text(rel)
-        self.phi.update(c for c, raw in self.candidates if raw in data)
-
-
-def _study_dir(plan: PatientPlan, study: StudyPlan) -> str:
-    person = plan.person
-    patient = safe_component(f"{person.family}_{person.given}_{person.mrn}", 80)
-    return f"dicom/{patient}/{study.date.strftime('%Y%m%d')}_{safe_component(study.accession)}"
-
-
-def _series_dir(study_dir: str, number: int, description: str) -> str:
-    return f"{study_dir}/{number:03d}_{safe_component(description)}"
-
-
 def write_patient(task: PatientTask) -> dict[str, Any]:
     """Write every file of one patient; return its truth rows and bookkeeping.
 
@@ -129,14 +91,14 @@ def write_patient(task: PatientTask) -> dict[str, Any]:
 
 
 def _write_patient(out: Path, plan: PatientPlan) -> dict[str, Any]:
-    writer = _Writer(out, _phi_candidates(plan))
+    writer = PatientWriter(out, _phi_candidates(plan))
     nodule_rows: list[dict[str, Any]] = []
     study_rows: list[dict[str, Any]] = []
     person = plan.person
     if plan.has_imaging:
         measured_prior: dict[int, float] = {}
         for study in plan.studies:
-            measured_prior = _write_study(writer, plan, study, measured_prior, nodule_rows, study_rows)
+            measured_prior = write_study(writer, plan, study, measured_prior, nodule_rows, study_rows)
     ehr = None
     if plan.has_ehr:
         writer.write(f"ehr/fhir/{safe_component(person.mrn)}.json", bundle_json(build_bundle(plan)).encode(), "fhir")
@@ -183,144 +145,6 @@ def _write_patient(out: Path, plan: PatientPlan) -> dict[str, Any]:
         "nodules": nodule_rows,
         "ehr": ehr,
     }
-
-
-def _write_study(
-    writer: _Writer,
-    plan: PatientPlan,
-    study: StudyPlan,
-    measured_prior: dict[int, float],
-    nodule_rows: list[dict[str, Any]],
-    study_rows: list[dict[str, Any]],
-) -> dict[int, float]:
-    p = study.protocol
-    uids = dw.StudyUIDs.for_study(plan, study)
-    rendered = render_series(
-        plan.anatomy, list(plan.nodules), list(study.diameters), p, study.pose, study.z_center,
-        derive_rng(plan.seed, 2, plan.index, study.index),
-    )  # fmt: skip
-    study_dir = _study_dir(plan, study)
-    texts = dw.series_texts(study)
-    numbers = dw.SERIES_NUMBERS[p.vendor]
-
-    template, ct = dw.build_ct_series(plan, study, uids, rendered)
-    ct_dir = _series_dir(study_dir, numbers[1], texts["ct"])
-    for ds, data in zip(ct, dw.encode_series(template, ct), strict=True):
-        writer.write(f"{ct_dir}/{int(ds.InstanceNumber):04d}.dcm", data, "ct")
-    loc = build_localizer(plan, study, uids)
-    writer.write(f"{_series_dir(study_dir, numbers[0], texts['localizer'])}/0001.dcm", dw.to_bytes(loc), "localizer")
-    dose, burned = build_dose_screen(plan, study, uids)
-    writer.write(f"{_series_dir(study_dir, numbers[2], texts['dose'])}/0001.dcm", dw.to_bytes(dose), "dose_sc")
-    writer.see_text("\n".join(burned))
-
-    lobes = [n.lobe for n in plan.nodules]
-    seg_info = []
-    for nodule, mask in zip(plan.nodules, rendered.masks, strict=True):
-        seg = build_segmentation(plan, study, uids, ct, mask, nodule.index, nodule.lobe)
-        rel = f"{_series_dir(study_dir, int(seg.SeriesNumber), str(seg.SeriesDescription))}/0001.dcm"
-        writer.write(rel, dw.to_bytes(seg), "seg")
-        seg_info.append((str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID), rel))
-    rt_rel = ""
-    if study.with_rtstruct:
-        rt = build_rtstruct(plan, study, uids, ct, rendered, lobes)
-        rt_rel = f"{_series_dir(study_dir, RTSTRUCT_SERIES_NUMBER, str(rt.SeriesDescription))}/0001.dcm"
-        writer.write(rt_rel, dw.to_bytes(rt), "rtstruct")
-
-    # Reader measurements and the report.
-    n = p.n_slices
-    findings = []
-    measured_now: dict[int, float] = {}
-    for nodule, center in zip(plan.nodules, rendered.centers_mm, strict=True):
-        k = int(np.argmin(np.abs(rendered.z - center[2])))
-        instance = (n - k) if p.descending else (k + 1)
-        measured = measured_diameter(
-            study.diameters[nodule.index - 1], derive_rng(plan.seed, 4, plan.index, study.index, nodule.index)
-        )
-        measured_now[nodule.index] = measured
-        findings.append(NoduleFinding(nodule, measured, measured_prior.get(nodule.index), numbers[1], instance))
-    # The reader describes the dominant nodule first.
-    findings.sort(key=lambda f: (-f.diameter_mm if not f.nodule.calcified else 0.0, f.nodule.index))
-    exam = dw.study_description(plan, study).split(" - ")[0]
-    report = write_report(plan, study, findings, texts["ct"], exam)
-    report_rel = f"reports/{safe_component(study.accession)}.txt"
-    writer.write(report_rel, report.encode("utf-8"), "report")
-
-    vendor = VENDORS[p.vendor]
-    ps = rendered.pixel_spacing
-    study_rows.append(
-        {
-            "PatientID": plan.person.mrn,
-            "AccessionNumber": study.accession,
-            "StudyInstanceUID": uids.study,
-            "SeriesInstanceUID": uids.ct_series,
-            "StudyDate": study.date.strftime("%Y%m%d"),
-            "study_index": study.index,
-            "days_from_baseline": study.days_from_baseline,
-            "vendor": p.vendor,
-            "Manufacturer": study.scanner.manufacturer,
-            "ManufacturerModelName": study.scanner.model,
-            "contrast": int(p.contrast),
-            "SliceThickness": p.thickness,
-            "SpacingBetweenSlices": p.spacing,
-            "PixelSpacing": round(ps, 6),
-            "ConvolutionKernel": p.kernel,
-            "lung_kernel": int(p.lung_kernel),
-            "KVP": p.kvp,
-            "RescaleIntercept": vendor.rescale_intercept,
-            "BodyPartExamined": p.body_part,
-            "n_slices": n,
-            "descending": int(p.descending),
-            "n_nodules": len(plan.nodules),
-            "has_rtstruct": int(study.with_rtstruct),
-            "rtstruct_sop_instance_uid": uids.rtstruct_instance if study.with_rtstruct else "",
-            "ct_series_dir": ct_dir,
-            "report_path": report_rel,
-            "lung_rads": lung_rads(findings),
-        }
-    )
-    voxel_volume = ps * ps * p.spacing
-    for i, nodule in enumerate(plan.nodules):
-        mask = rendered.masks[i]
-        cx, cy, cz = rendered.centers_mm[i]
-        k_center = int(np.argmin(np.abs(rendered.z - cz)))
-        nodule_rows.append(
-            {
-                "PatientID": plan.person.mrn,
-                "AccessionNumber": study.accession,
-                "StudyInstanceUID": uids.study,
-                "SeriesInstanceUID": uids.ct_series,
-                "StudyDate": study.date.strftime("%Y%m%d"),
-                "study_index": study.index,
-                "days_from_baseline": study.days_from_baseline,
-                "nodule_index": nodule.index,
-                "tracking_uid": make_uid(plan.seed, "patient", plan.index, "nodule", nodule.index),
-                "lobe": nodule.lobe,
-                "malignant": int(nodule.malignant),
-                "calcified": int(nodule.calcified),
-                "diameter_mm": study.diameters[i],
-                "baseline_diameter_mm": nodule.diameter_mm,
-                "reported_diameter_mm": measured_now[nodule.index],
-                "irregularity": nodule.irregularity,
-                "heterogeneity": nodule.heterogeneity,
-                "mask_voxels": int(mask.sum()),
-                "volume_mm3": round(float(mask.sum()) * voxel_volume, 3),
-                "center_i": round((cx - rendered.origin_xy[0]) / ps, 3),
-                "center_j": round((cy - rendered.origin_xy[1]) / ps, 3),
-                "center_k": round((cz - float(rendered.z[0])) / p.spacing, 3),
-                "center_x_mm": round(cx, 3),
-                "center_y_mm": round(cy, 3),
-                "center_z_mm": round(cz, 3),
-                "center_instance_number": (n - k_center) if p.descending else (k_center + 1),
-                "vendor": p.vendor,
-                "seg_series_instance_uid": seg_info[i][0],
-                "seg_sop_instance_uid": seg_info[i][1],
-                "seg_path": seg_info[i][2],
-                "rtstruct_sop_instance_uid": uids.rtstruct_instance if study.with_rtstruct else "",
-                "roi_number": nodule.index if study.with_rtstruct else "",
-                "rtstruct_path": rt_rel,
-            }
-        )
-    return measured_now
 
 
 def _csv_text(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
@@ -415,55 +239,79 @@ def generate(
     errors = [r["error"] for r in results if r["error"]]
     if errors:
         raise RuntimeError(f"{len(errors)} patient(s) could not be written: " + "; ".join(errors[:5]))
-
-    files: Counter[str] = Counter()
-    total_bytes = 0
-    keep: set[str] = {MARKER}
-    phi: set[str] = set()
+    written = _Written(out)
     for r in results:
-        files.update(r["files"])
-        total_bytes += r["bytes"]
-        keep.update(r["paths"])
-        phi.update(r["phi"])
+        written.files.update(r["files"])
+        written.bytes += r["bytes"]
+        written.keep.update(r["paths"])
+        written.phi.update(r["phi"])
+    _write_tables(written, results)
+    summary = _summary(out, seed, results, written)
+    written.put("truth/README.md", _truth_readme(), "truth")
+    written.put("README.md", _readme(summary), "readme")
+    summary["files"] = dict(sorted(written.files.items()))
+    summary["bytes"] = written.bytes
+    summary["stale_removed"] = _remove_stale(out, written.keep)
+    return summary
 
-    def put(rel: str, text: str, kind: str) -> None:
-        nonlocal total_bytes
+
+@dataclass
+class _Written:
+    """What the extract holds so far: files by kind, bytes, the paths to keep, PHI forms written."""
+
+    out: Path
+    files: Counter[str] = field(default_factory=Counter)
+    bytes: int = 0
+    keep: set[str] = field(default_factory=lambda: {MARKER})
+    phi: set[str] = field(default_factory=set)
+
+    def put(self, rel: str, text: str, kind: str) -> None:
+        """Write one text file of the extract."""
         data = text.encode("utf-8")
-        write_bytes_atomic(out / rel, data)
-        keep.add(rel)
-        files[kind] += 1
-        total_bytes += len(data)
+        write_bytes_atomic(self.out / rel, data)
+        self.keep.add(rel)
+        self.files[kind] += 1
+        self.bytes += len(data)
 
+
+#: ``truth/model.json``: how the outcome was drawn.
+OUTCOME_DESCRIPTION = {
+    "outcome": "malignancy confirmed within 2 years of the baseline CT",
+    "link": "logit",
+    "intercept": OUTCOME_MODEL.intercept,
+    "coefficients": dict(OUTCOME_MODEL.coef),
+    "drivers": {
+        "x_diameter": "log2(primary nodule diameter mm / 8) at baseline",
+        "x_irregularity": "margin irregularity (0..1) - 0.5",
+        "x_heterogeneity": "internal heterogeneity (0..1) - 0.5",
+        "x_age": "(age at baseline - 65) / 10",
+        "x_pack_years": "(pack-years - 30) / 20",
+    },
+}
+
+
+def _write_tables(written: _Written, results: list[dict[str, Any]]) -> None:
+    """The EHR export table and the ground truth, assembled in patient order."""
     ehr_rows = [r["ehr"] for r in results if r["ehr"] is not None]
-    put("ehr/ehr.csv", _csv_text(ehr_rows, EHR_COLUMNS), "csv")
-    put("truth/patients.csv", _csv_text((r["patient"] for r in results), PATIENT_COLUMNS), "truth")
-    put("truth/studies.csv", _csv_text((s for r in results for s in r["studies"]), STUDY_COLUMNS), "truth")
-    put("truth/nodules.csv", _csv_text((n for r in results for n in r["nodules"]), NODULE_COLUMNS), "truth")
-    put("truth/phi_values.txt", "".join(f"{v}\n" for v in sorted(phi)), "truth")
-    model = {
-        "outcome": "malignancy confirmed within 2 years of the baseline CT",
-        "link": "logit",
-        "intercept": OUTCOME_MODEL.intercept,
-        "coefficients": dict(OUTCOME_MODEL.coef),
-        "drivers": {
-            "x_diameter": "log2(primary nodule diameter mm / 8) at baseline",
-            "x_irregularity": "margin irregularity (0..1) - 0.5",
-            "x_heterogeneity": "internal heterogeneity (0..1) - 0.5",
-            "x_age": "(age at baseline - 65) / 10",
-            "x_pack_years": "(pack-years - 30) / 20",
-        },
-    }
-    put("truth/model.json", json.dumps(model, indent=2) + "\n", "truth")
+    written.put("ehr/ehr.csv", _csv_text(ehr_rows, EHR_COLUMNS), "csv")
+    written.put("truth/patients.csv", _csv_text((r["patient"] for r in results), PATIENT_COLUMNS), "truth")
+    written.put("truth/studies.csv", _csv_text((s for r in results for s in r["studies"]), STUDY_COLUMNS), "truth")
+    written.put("truth/nodules.csv", _csv_text((n for r in results for n in r["nodules"]), NODULE_COLUMNS), "truth")
+    written.put("truth/phi_values.txt", "".join(f"{v}\n" for v in sorted(written.phi)), "truth")
+    written.put("truth/model.json", json.dumps(OUTCOME_DESCRIPTION, indent=2) + "\n", "truth")
 
+
+def _summary(out: Path, seed: int, results: list[dict[str, Any]], written: _Written) -> dict[str, Any]:
+    """The counts :func:`generate` returns (before the READMEs are written)."""
     imaging = [r for r in results if r["patient"]["has_imaging"]]
     n_studies = sum(len(r["studies"]) for r in results)
-    series = files["seg"] + files["rtstruct"] + 3 * n_studies
-    summary: dict[str, Any] = {
+    series = written.files["seg"] + written.files["rtstruct"] + 3 * n_studies
+    return {
         "out": str(out),
         "seed": seed,
         "patients": len(imaging),
         "patients_total": len(results),
-        "patients_with_ehr": len(ehr_rows),
+        "patients_with_ehr": sum(1 for r in results if r["ehr"] is not None),
         "ehr_only": sum(1 for r in results if not r["patient"]["has_imaging"]),
         "imaging_only": sum(1 for r in imaging if not r["patient"]["has_ehr"]),
         "studies": n_studies,
@@ -471,15 +319,9 @@ def generate(
         "nodules": sum(r["patient"]["n_nodules"] for r in imaging),
         "nodule_observations": sum(len(r["nodules"]) for r in results),
         "outcome_prevalence": round(float(np.mean([r["patient"]["outcome"] for r in imaging])), 4),
-        "phi_values": len(phi),
-        "files": dict(sorted(files.items())),
+        "phi_values": len(written.phi),
+        "files": dict(sorted(written.files.items())),
     }
-    put("truth/README.md", _truth_readme(), "truth")
-    put("README.md", _readme(summary), "readme")
-    summary["files"] = dict(sorted(files.items()))
-    summary["bytes"] = total_bytes
-    summary["stale_removed"] = _remove_stale(out, keep)
-    return summary
 
 
 def _readme(summary: dict[str, Any]) -> str:
