@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pacs_workbench.core.pseudonym import pseudonymize
+from pacs_workbench.dicom.attributes import to_float
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -356,24 +357,16 @@ def read_ehr_csv(path: str | os.PathLike[str]) -> EhrTable:
             errors.append({"source": f"csv row {n}", "error": "unreadable birth date"})
         status = str(record.get("smoking_status", "")).strip()
         row["smoking_status"] = _smoking_from(status) if status else None
-        row["pack_years"] = _float(record.get("pack_years"))
+        row["pack_years"] = to_float(record.get("pack_years"))
         outcome = str(record.get("outcome", "")).strip().lower()
         row["outcome"] = _OUTCOME_VALUES.get(outcome)
         row["outcome_date"] = _as_date(record.get("outcome_date"))
         for column in frame.columns:
             if column not in _IDENTIFIED and column not in CLINICAL_COLUMNS:
-                row[column] = _float(record.get(column))
+                row[column] = to_float(record.get(column))
         rows.append(row)
     patients = _dedupe(pd.DataFrame(rows), errors, "csv")
     return EhrTable(patients, pd.DataFrame(errors, columns=["source", "error"]), {"csv": len(patients)}, 0, dropped)
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = float(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
 
 
 def read_ehr(ehr_dir: str | os.PathLike[str]) -> EhrTable:

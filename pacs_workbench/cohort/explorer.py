@@ -16,6 +16,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
+from pacs_workbench.cohort.build import save_criteria
 from pacs_workbench.cohort.criteria import (
     AGE_CAP,
     CONTRAST_CHOICES,
@@ -23,7 +24,6 @@ from pacs_workbench.cohort.criteria import (
     NODULE_CHANGE_CHOICES,
     CohortCriteria,
     apply_criteria,
-    save_criteria,
 )
 from pacs_workbench.cohort.plots import plot_cohort_histograms
 from pacs_workbench.core.display import NotedBox, figure_png
@@ -60,7 +60,7 @@ class CohortExplorer:
     Filters for modality, vendor, study dates, slice thickness, contrast, kernel class,
     age at scan, outcome and report findings; every change recomputes the counts, the
     attrition table and small histograms. *Save criteria* writes the current criteria to
-    the ``01_cohort`` section of the run parameter file (:func:`pacs_workbench.cohort.criteria.save_criteria`),
+    the ``01_cohort`` section of the run parameter file (:func:`pacs_workbench.cohort.build.save_criteria`),
     so the next papermill run reproduces the exploration.
 
     Only counts, the attrition table and histograms are shown: no identifier. The
@@ -69,7 +69,7 @@ class CohortExplorer:
     Parameters
     ----------
     candidates
-        From :func:`pacs_workbench.cohort.criteria.annotate_series`.
+        From :func:`pacs_workbench.cohort.build.annotate_series`.
     criteria
         Initial criteria (e.g. the notebook's parameters).
     params_file

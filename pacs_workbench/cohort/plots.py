@@ -11,7 +11,7 @@ from pacs_workbench.cohort.criteria import baseline_value
 
 
 def plot_distributions(tables: dict[str, pd.DataFrame], value: str = "series") -> Figure:
-    """Bar charts side by side, one per table from :func:`pacs_workbench.cohort.criteria.distribution_table`."""
+    """Bar charts side by side, one per table from :func:`pacs_workbench.cohort.summaries.distribution_table`."""
     fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.2), squeeze=False)
     for ax, (title, table) in zip(axes[0], tables.items(), strict=True):
         table[value].plot.bar(ax=ax, color="#4c72b0")

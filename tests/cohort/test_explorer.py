@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from pacs_workbench.cohort import criteria as cohort_stage
-from pacs_workbench.cohort import ehr
 from pacs_workbench.cohort import explorer as widgets
-from pacs_workbench.cohort.criteria import CohortCriteria
+from pacs_workbench.cohort.build import annotate_series, load_series_table, studies_table
+from pacs_workbench.cohort.criteria import CohortCriteria, apply_criteria
+from pacs_workbench.cohort.ehr import link_ehr
 from pacs_workbench.core.params import load_params
 from pacs_workbench.core.pseudonym import generate_key, load_key, pseudonymize
 
@@ -64,7 +64,7 @@ def candidates(tmp_path: Path, key: bytes) -> pd.DataFrame:
             )  # fmt: skip
     (tmp_path / "index").mkdir()
     pd.DataFrame(rows).to_parquet(tmp_path / "index" / "instances.parquet")
-    series = cohort_stage.load_series_table(tmp_path / "index")
+    series_table = load_series_table(tmp_path / "index")
     patients = pd.DataFrame(
         {
             "mrn": ["MRN101", "MRN102", "MRN103"],
@@ -73,7 +73,7 @@ def candidates(tmp_path: Path, key: bytes) -> pd.DataFrame:
             "outcome_date": [dt.date(2021, 1, 1), None, None],
         }
     )
-    linkage = ehr.link_ehr(patients, cohort_stage.studies_table(series), key)
+    linkage = link_ehr(patients, studies_table(series_table), key)
     reports = pd.DataFrame(
         {
             "pseudo_study_id": [pseudonymize(key, s, "study") for s in ("9.1", "9.2", "9.3", "9.5")],
@@ -82,11 +82,11 @@ def candidates(tmp_path: Path, key: bytes) -> pd.DataFrame:
             "nodule_present": [True] * 4,
         }
     )
-    return cohort_stage.annotate_series(series, key, ehr=linkage, reports=reports)
+    return annotate_series(series_table, key, ehr=linkage, reports=reports)
 
 
 def _expected(candidates: pd.DataFrame, criteria: CohortCriteria) -> dict[str, int]:
-    _, attrition = cohort_stage.apply_criteria(candidates, criteria)
+    _, attrition = apply_criteria(candidates, criteria)
     return {k: int(attrition.iloc[-1][k]) for k in ("patients", "studies", "series")}
 
 
