@@ -141,6 +141,18 @@ def _correlation_filter(values: FloatArray, threshold: float) -> NDArray[np.bool
     return keep
 
 
+def _top_f_scores(values: FloatArray, y: Any, k: int) -> NDArray[np.bool_]:
+    """The ``k`` columns with the largest ANOVA F against ``y`` (ties: the earlier column)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant-in-fold features give NaN F
+        f_stat, _ = f_classif(values, np.asarray(y))
+    f_stat = np.nan_to_num(f_stat, nan=-1.0)
+    top = np.argsort(-f_stat, kind="stable")[:k]
+    chosen = np.zeros(values.shape[1], dtype=bool)
+    chosen[top] = True
+    return chosen
+
+
 class RadiomicsPreprocessor(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """Every data-dependent feature step of the workbench, learned on the training fold only.
 
@@ -201,6 +213,12 @@ class RadiomicsPreprocessor(TransformerMixin, BaseEstimator):  # type: ignore[mi
         skip = {self.batch_col, *self.clinical_cols}
         return [c for c in X.columns if c not in skip and pd.api.types.is_numeric_dtype(X[c])]
 
+    def _with_batch(self, values: FloatArray, columns: Sequence[str], X: pd.DataFrame) -> pd.DataFrame:
+        """The feature values beside ``X``'s batch column: ComBat's input."""
+        frame = pd.DataFrame(values, columns=list(columns), index=X.index)
+        frame[self.batch_col] = X[self.batch_col].to_numpy()
+        return frame
+
     def fit(self, X: pd.DataFrame, y: Any = None) -> RadiomicsPreprocessor:
         """Learn imputation, filters, harmonization and selection on the rows of ``X``."""
         features = self._feature_list(X)
@@ -215,8 +233,7 @@ class RadiomicsPreprocessor(TransformerMixin, BaseEstimator):  # type: ignore[mi
         values = filled[:, ~constant]
         combat: ComBat | None = None
         if self.batch_col is not None and kept:
-            frame = pd.DataFrame(values, columns=kept, index=X.index)
-            frame[self.batch_col] = X[self.batch_col].to_numpy()
+            frame = self._with_batch(values, kept, X)
             combat = ComBat(batch_col=self.batch_col, feature_cols=kept).fit(frame)
             values = combat.transform(frame).to_numpy(dtype=float)
         keep = (
@@ -225,14 +242,7 @@ class RadiomicsPreprocessor(TransformerMixin, BaseEstimator):  # type: ignore[mi
             else np.ones(values.shape[1], dtype=bool)
         )
         if self.select_k is not None and y is not None and keep.sum() > self.select_k:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # constant-in-fold features give NaN F
-                f_stat, _ = f_classif(values[:, keep], np.asarray(y))
-            f_stat = np.nan_to_num(f_stat, nan=-1.0)
-            top = np.argsort(-f_stat, kind="stable")[: self.select_k]
-            chosen = np.zeros(int(keep.sum()), dtype=bool)
-            chosen[top] = True
-            keep[np.flatnonzero(keep)] = chosen
+            keep[np.flatnonzero(keep)] = _top_f_scores(values[:, keep], y, self.select_k)
         self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
         self.features_ = features
         self.medians_ = medians
@@ -255,8 +265,7 @@ class RadiomicsPreprocessor(TransformerMixin, BaseEstimator):  # type: ignore[mi
         filled = np.where(np.isnan(raw), self.medians_, raw)
         values = filled[:, ~self.constant_mask_]
         if self.combat_ is not None:
-            frame = pd.DataFrame(values, columns=self.kept_after_constant_, index=X.index)
-            frame[self.batch_col] = X[self.batch_col].to_numpy()
+            frame = self._with_batch(values, self.kept_after_constant_, X)
             values = self.combat_.transform(frame).to_numpy(dtype=float)
         parts = [values[:, self.selected_mask_]]
         if self.clinical_ is not None:
