@@ -16,8 +16,9 @@ from typing import Any
 import pyarrow as pa
 
 from pacs_workbench.cohort.index_schema import ERROR_SCHEMA, INSTANCE_SCHEMA
-from pacs_workbench.dicom.read import DicomReadError, read_tag_values
+from pacs_workbench.dicom.read import DicomReadError
 from pacs_workbench.dicom.schema import KEYWORD_TAGS, RowSource, values_to_row
+from pacs_workbench.dicom.values import read_tag_values
 
 _READ_TAGS: tuple[int, ...] = tuple(KEYWORD_TAGS.values())
 

@@ -129,16 +129,11 @@ def _check_elements(
 
 def _vr_mismatch(tag: int, vr: str) -> bool:
     """Whether an encoded ``vr`` is not a DICOM VR, or not the dictionary VR of a public ``tag``."""
-    from pacs_workbench.dicom.raw import VALID_VRS, dictionary_vrs
+    from pacs_workbench.dicom.raw import vr_problem
 
     if " or " in vr:
         return False  # pydicom's own ambiguous VR: nothing was encoded
-    if vr not in VALID_VRS:
-        return True
-    if (tag >> 16) % 2 == 1 or tag & 0xFFFF == 0 or vr == "UN":
-        return False
-    allowed = dictionary_vrs(tag)
-    return allowed is not None and vr not in allowed
+    return vr_problem(tag, vr) is not None
 
 
 def element_texts(value: Any) -> list[str]:

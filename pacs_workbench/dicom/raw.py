@@ -1,34 +1,39 @@
-"""Just enough DICOM encoding to de-identify without building pydicom objects.
+"""The one byte-level DICOM scanner: element headers, VRs, transfer syntaxes and lengths.
 
-De-identification reads every element and rewrites a few, so it works on the encoded
-bytes: :func:`read_file` splits a Part 10 file into its file meta and a tree of
-:class:`Element` (tag, VR and byte offsets; sequences hold their items), and the
-engine copies kept elements byte for byte and encodes only what it changes. This is
-several times faster than decoding every value into pydicom objects and re-encoding
-them, and an element that is kept is kept *exactly* (Pixel Data stays byte-identical).
+Everything that reads DICOM as bytes goes through this module, so one VR table and one
+element-header reader (:func:`element_header`) know Explicit and Implicit VR, little and
+big endian, undefined lengths, encapsulated Pixel Data (:func:`walk_fragments`) and the
+Deflated transfer syntax. Two readers are built on it:
 
-Supported: Implicit and Explicit VR Little Endian, Deflated Explicit VR Little Endian
-(inflated here, deflated again on output), and every encapsulated (compressed)
-transfer syntax. Big Endian and files whose structure does not parse raise
-:class:`RawFormatError`, which the caller turns into a quarantine reason.
+* :func:`~pacs_workbench.dicom.scan.scan_header`, the index's fast path
+  (:mod:`~pacs_workbench.dicom.scan`): it walks the top-level element headers of a
+  Part 10 file over a 32 KiB read window, keeps the raw bytes of the requested tags only
+  and checks the Pixel Data length against the file size. Whenever anything is unusual it
+  returns ``None`` and the caller reads the file with pydicom
+  (:func:`pacs_workbench.dicom.read.read_header`), which stays the authority on odd files.
+* :func:`read_file`, for de-identification: it splits a Part 10 file into its file meta
+  and a tree of :class:`Element` (tag, VR and byte offsets; sequences hold their items),
+  so the engine copies kept elements byte for byte and encodes only what it changes.
+  Implicit and Explicit VR Little Endian, Deflated Explicit VR Little Endian (inflated
+  here) and every encapsulated transfer syntax are read; Big Endian and files whose
+  structure does not parse raise :class:`RawFormatError` (the quarantine reason). It
+  fails closed on what cannot be trusted, since kept elements are copied as they are: an
+  Explicit VR element whose VR is not a DICOM VR, or disagrees with the data dictionary
+  for a public tag (``(0008,0020) Study Date has VR UL, expected DA``; multi-VR
+  attributes accept each of their VRs, ``UN`` is read with the dictionary VR, PS3.5
+  6.2.2), and sequences nested deeper than :data:`MAX_SEQUENCE_DEPTH` levels (the audit
+  could not check them: pydicom reads sequences recursively).
 
-Failing closed on what cannot be trusted, since kept elements are copied as they are:
-
-* an Explicit VR element whose VR is not a DICOM VR, or whose VR disagrees with the
-  data dictionary for a public tag (``(0008,0020) Study Date has VR UL, expected DA``),
-  raises :class:`RawFormatError`: the profile would act on the wrong type (a date
-  left unshifted) and the copy would not re-read. The standard's multi-VR attributes
-  (``US or SS``, ``OB or OW``, ...) accept each of their VRs; ``UN`` is read with the
-  dictionary VR (PS3.5 6.2.2);
-* sequences nested deeper than :data:`MAX_SEQUENCE_DEPTH` levels raise
-  :class:`RawFormatError`: real files rarely nest more than about six levels, and a
-  deeper file cannot be checked by the audit (pydicom reads sequences recursively).
+:func:`sniff_dicom` and :func:`is_dicom_file` decide from the first bytes whether a file
+can be DICOM at all; :func:`encode_element` and its kin encode what the engine writes.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,59 +44,233 @@ ITEM_DELIM = 0xFFFEE00D
 SEQ_DELIM = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
-LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+#: (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data.
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-_TAG = struct.Struct("<HH")
 #: Deepest sequence nesting accepted (the top-level data set is depth 0).
 MAX_SEQUENCE_DEPTH = 32
 #: Every VR of PS3.5 Table 6.2-1.
 VALID_VRS = frozenset(
     {
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "PN",
-        "SH",
-        "SL",
-        "SQ",
-        "SS",
-        "ST",
-        "SV",
-        "TM",
-        "UC",
-        "UI",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
+        "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV",
+        "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV",
     }
-)
+)  # fmt: skip
+#: Explicit VR headers of these VRs have a 2-byte reserved field and a 4-byte length.
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+#: The same tables as the two bytes of an encoded header.
+VR_CODES = frozenset(vr.encode("ascii") for vr in VALID_VRS)
+LONG_VR_CODES = frozenset(vr.encode("ascii") for vr in LONG_VRS)
+SHORT_VR_CODES = VR_CODES - LONG_VR_CODES
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_TAG = struct.Struct("<HH")
+_U16_BE = struct.Struct(">H")
+_U32_BE = struct.Struct(">I")
+_TAG_BE = struct.Struct(">HH")
+_ITEM_HEADER = struct.Struct("<HHL")
+_ITEM_HEADER_BE = struct.Struct(">HHL")
 
 
 class RawFormatError(ValueError):
     """The bytes are not DICOM this module can walk (the message is the quarantine reason)."""
+
+
+# --- VRs ---------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8192)
+def dictionary_vr(tag: int) -> str:
+    """The data dictionary's VR of ``tag`` as pydicom spells it (``"US or SS"``), ``"UN"`` when unknown."""
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+@lru_cache(maxsize=8192)
+def implicit_vr(tag: int) -> str:
+    """The VR of ``tag`` when the encoding does not say (implicit VR)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if group % 2 == 1:
+        return "LO" if 0x0010 <= element <= 0x00FF else "UN"
+    if element == 0:
+        return "UL"
+    vr = dictionary_vr(tag)
+    if vr == "OB or OW":
+        return "OW"
+    if " or " in vr:
+        return vr.split(" or ")[0]
+    return vr
+
+
+@lru_cache(maxsize=8192)
+def dictionary_vrs(tag: int) -> frozenset[str] | None:
+    """The VRs the data dictionary allows for a public ``tag`` (``None``: unknown tag or no VR)."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    if not vr or vr == "NONE":
+        return None
+    return frozenset(vr.split(" or "))
+
+
+def tag_name(tag: int) -> str:
+    """``(gggg,eeee) Name`` for a reason message (the dictionary name when there is one)."""
+    from pydicom.datadict import dictionary_description
+
+    label = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    try:
+        return f"{label} {dictionary_description(tag)}"
+    except KeyError:
+        return label
+
+
+def vr_problem(tag: int, vr: str) -> str | None:
+    """Why an encoded ``vr`` cannot be trusted for ``tag`` (not a DICOM VR, or not its dictionary VR), or ``None``."""
+    if vr not in VALID_VRS:
+        return f"{tag_name(tag)} has unknown VR {vr}"
+    group, element = tag >> 16, tag & 0xFFFF
+    if group % 2 == 1 or element == 0 or vr == "UN":
+        return None
+    allowed = dictionary_vrs(tag)
+    if allowed is not None and vr not in allowed:
+        return f"{tag_name(tag)} has VR {vr}, expected {' or '.join(sorted(allowed))}"
+    return None
+
+
+def check_vr(tag: int, vr: str) -> None:
+    """Raise :class:`RawFormatError` when an explicit ``vr`` is unknown or not the dictionary VR of ``tag``."""
+    problem = vr_problem(tag, vr)
+    if problem is not None:
+        raise RawFormatError(problem)
+
+
+# --- element headers ---------------------------------------------------------------------------
+
+
+def element_header(buf: bytes, pos: int, implicit: bool, end: int, little: bool = True) -> tuple[int, bytes, int, int]:
+    """``(tag, VR code, value length, header length)`` of the element header at ``pos``.
+
+    The VR code is the two encoded bytes (``b""`` for implicit VR; callers decide whether
+    they accept it); a long VR (:data:`LONG_VRS`) has a 12-byte header. Raises
+    :class:`RawFormatError` when the header runs past ``end``.
+    """
+    if pos + 8 > end:
+        raise RawFormatError("truncated file (element header runs past the end)")
+    group, elem = (_TAG if little else _TAG_BE).unpack_from(buf, pos)
+    if implicit:
+        return (group << 16) | elem, b"", (_U32 if little else _U32_BE).unpack_from(buf, pos + 4)[0], 8
+    code = buf[pos + 4 : pos + 6]
+    if code in LONG_VR_CODES:
+        if pos + 12 > end:
+            raise RawFormatError("truncated file (element header runs past the end)")
+        return (group << 16) | elem, code, (_U32 if little else _U32_BE).unpack_from(buf, pos + 8)[0], 12
+    return (group << 16) | elem, code, (_U16 if little else _U16_BE).unpack_from(buf, pos + 6)[0], 8
+
+
+class FragmentError(RawFormatError):
+    """Encapsulated Pixel Data that does not walk; ``malformed`` tells a bad item from a cut file."""
+
+    def __init__(self, message: str, *, malformed: bool) -> None:
+        super().__init__(message)
+        self.malformed = malformed
+
+
+def walk_fragments(read: Callable[[int, int], bytes], pos: int, size: int, little: bool = True) -> int:
+    """The end (after its Sequence Delimitation Item) of encapsulated Pixel Data whose items start at ``pos``.
+
+    ``read(pos, n)`` returns up to ``n`` bytes at ``pos`` of data ``size`` bytes long, so
+    the items of a large Pixel Data element are walked without reading their values.
+
+    Raises
+    ------
+    FragmentError
+        With a message (``truncated: ...``) that says which item is cut or malformed.
+    """
+    unpack = (_ITEM_HEADER if little else _ITEM_HEADER_BE).unpack_from
+    n_items = 0
+    while True:
+        header = read(pos, 8)
+        if len(header) < 8:
+            raise FragmentError(
+                f"truncated: encapsulated Pixel Data ends after {n_items} items without a delimiter", malformed=False
+            )
+        group, elem, length = unpack(header, 0)
+        tag = group << 16 | elem
+        if tag == SEQ_DELIM:
+            return pos + 8
+        if tag != ITEM or length == UNDEFINED:
+            raise FragmentError(f"truncated: encapsulated Pixel Data item {n_items} is malformed", malformed=True)
+        if pos + 8 + length > size:
+            raise FragmentError(
+                f"truncated: encapsulated Pixel Data item {n_items} needs {length} bytes "
+                f"but only {size - pos - 8} remain",
+                malformed=False,
+            )
+        pos += 8 + length
+        n_items += 1
+
+
+# --- sniffing ----------------------------------------------------------------------------------
+
+
+def sniff_dicom(head: bytes) -> str | None:
+    """Guess how a file is encoded from its first bytes.
+
+    Parameters
+    ----------
+    head
+        At least the first 132 bytes of the file (fewer when the file is shorter).
+
+    Returns
+    -------
+    str or None
+        ``"part10"`` when bytes 128-131 are ``DICM``; ``"explicit_le"``,
+        ``"implicit_le"`` or ``"explicit_be"`` for a bare data set whose first element
+        is in group 0002 (File Meta) or 0008 (the usual first group, e.g. (0008,0005)
+        Specific Character Set); ``None`` when the bytes cannot start a DICOM data set.
+    """
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "part10"
+    if len(head) < 8:
+        return None
+    group_le = _U16.unpack_from(head, 0)[0]
+    vr = head[4:6]
+    if group_le in (0x0002, 0x0008):
+        if vr in VR_CODES:
+            return "explicit_le"
+        length = _U32.unpack_from(head, 4)[0]
+        # An implicit VR first element is short (Specific Character Set, Image Type,
+        # group length); a huge length means these bytes are something else.
+        if not (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B) and length < 0x10000:
+            return "implicit_le"
+        return None
+    if _U16_BE.unpack_from(head, 0)[0] == 0x0008 and vr in VR_CODES:
+        return "explicit_be"
+    return None
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a file's first bytes look like DICOM (see :func:`sniff_dicom`).
+
+    Cheap (reads 132 bytes); a ``True`` does not promise the rest of the file parses,
+    use :func:`~pacs_workbench.dicom.read.read_header` for that. Unreadable paths give ``False``.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return sniff_dicom(head) is not None
+
+
+# --- the whole file, as a tree (de-identification) ---------------------------------------------
 
 
 @dataclass(slots=True)
@@ -140,60 +319,6 @@ class RawFile:
     elements: list[Element]
 
 
-@lru_cache(maxsize=8192)
-def implicit_vr(tag: int) -> str:
-    """The VR of ``tag`` when the encoding does not say (implicit VR)."""
-    group, element = tag >> 16, tag & 0xFFFF
-    if group % 2 == 1:
-        return "LO" if 0x0010 <= element <= 0x00FF else "UN"
-    if element == 0:
-        return "UL"
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return "UN"
-    if vr == "OB or OW":
-        return "OW"
-    if " or " in vr:
-        return vr.split(" or ")[0]
-    return vr
-
-
-@lru_cache(maxsize=8192)
-def dictionary_vrs(tag: int) -> frozenset[str] | None:
-    """The VRs the data dictionary allows for a public ``tag`` (``None``: unknown tag or no VR)."""
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return None
-    if not vr or vr == "NONE":
-        return None
-    return frozenset(vr.split(" or "))
-
-
-def tag_name(tag: int) -> str:
-    """``(gggg,eeee) Name`` for a reason message (the dictionary name when there is one)."""
-    from pydicom.datadict import dictionary_description
-
-    label = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-    try:
-        return f"{label} {dictionary_description(tag)}"
-    except KeyError:
-        return label
-
-
-def check_vr(tag: int, vr: str) -> None:
-    """Raise :class:`RawFormatError` when an explicit ``vr`` is unknown or not the dictionary VR of ``tag``."""
-    if vr not in VALID_VRS:
-        raise RawFormatError(f"{tag_name(tag)} has unknown VR {vr}")
-    group, element = tag >> 16, tag & 0xFFFF
-    if group % 2 == 1 or element == 0 or vr == "UN":
-        return
-    allowed = dictionary_vrs(tag)
-    if allowed is not None and vr not in allowed:
-        raise RawFormatError(f"{tag_name(tag)} has VR {vr}, expected {' or '.join(sorted(allowed))}")
-
-
 def _parse_items(
     buf: bytes, pos: int, end: int, implicit: bool, defined_end: int | None, depth: int
 ) -> tuple[list[list[Element]], int]:
@@ -224,21 +349,6 @@ def _parse_items(
         items.append(elements)
 
 
-def _skip_fragments(buf: bytes, pos: int, end: int) -> int:
-    """End of encapsulated Pixel Data (after its sequence delimiter)."""
-    while True:
-        if pos + 8 > end:
-            raise RawFormatError("truncated file (encapsulated pixel data runs past the end)")
-        group, elem = _TAG.unpack_from(buf, pos)
-        tag = (group << 16) | elem
-        length = _U32.unpack_from(buf, pos + 4)[0]
-        if tag == SEQ_DELIM:
-            return pos + 8
-        if tag != ITEM or length == UNDEFINED:
-            raise RawFormatError("malformed encapsulated pixel data")
-        pos += 8 + length
-
-
 def parse_dataset(
     buf: bytes, pos: int, end: int, implicit: bool, *, in_item: bool = False, depth: int = 0
 ) -> tuple[list[Element], int]:
@@ -248,10 +358,8 @@ def parse_dataset(
     """
     out: list[Element] = []
     while pos < end:
-        if pos + 8 > end:
-            raise RawFormatError("truncated file (element header runs past the end)")
-        group, elem = _TAG.unpack_from(buf, pos)
-        tag = (group << 16) | elem
+        tag, code, length, header = element_header(buf, pos, implicit, end)
+        group = tag >> 16
         if tag == ITEM_DELIM:
             if not in_item:
                 raise RawFormatError("malformed data set (unexpected item delimiter)")
@@ -260,27 +368,16 @@ def parse_dataset(
             raise RawFormatError("malformed data set (unexpected delimiter)")
         if implicit:
             vr = implicit_vr(tag)
-            length = _U32.unpack_from(buf, pos + 4)[0]
-            header = 8
         else:
-            code = buf[pos + 4 : pos + 6]
             if not (65 <= code[0] <= 90 and 65 <= code[1] <= 90):
                 raise RawFormatError("malformed data set (invalid VR)")
             vr = code.decode("ascii")
             check_vr(tag, vr)
-            if vr in LONG_VRS:
-                if pos + 12 > end:
-                    raise RawFormatError("truncated file (element header runs past the end)")
-                length = _U32.unpack_from(buf, pos + 8)[0]
-                header = 12
-            else:
-                length = _U16.unpack_from(buf, pos + 6)[0]
-                header = 8
         value_start = pos + header
         items = None
         if length == UNDEFINED:
             if tag == PIXEL_DATA:
-                stop = _skip_fragments(buf, value_start, end)
+                stop = _fragments_end(buf, value_start, end)
                 value_end = stop - 8
             elif vr in ("SQ", "UN") or implicit:
                 # an undefined-length UN is a sequence encoded in Implicit VR (PS3.5 6.2.2)
@@ -323,7 +420,7 @@ def read_file(data: bytes) -> RawFile:
     """
     if len(data) < 132 or data[128:132] != b"DICM":
         raise RawFormatError("not DICOM Part 10 (no DICM prefix)")
-    meta_elements, pos = _parse_meta(data, 132)
+    meta_elements, pos = parse_meta(data, 132)
     meta = {e.tag: data[e.value_start : e.value_end] for e in meta_elements}
     ts_bytes = meta.get(0x00020010)
     if ts_bytes is None:
@@ -343,26 +440,33 @@ def read_file(data: bytes) -> RawFile:
     return RawFile(ts, implicit, deflated, meta, body, elements)
 
 
-def _parse_meta(data: bytes, pos: int) -> tuple[list[Element], int]:
-    """File meta elements (always Explicit VR Little Endian), up to the first tag outside group 2."""
+def _fragments_end(buf: bytes, pos: int, end: int) -> int:
+    """End of encapsulated Pixel Data (after its sequence delimiter) in the buffer."""
+    try:
+        return walk_fragments(lambda p, n: buf[p : min(p + n, end)], pos, end)
+    except FragmentError as exc:
+        if exc.malformed:
+            raise RawFormatError("malformed encapsulated pixel data") from None
+        raise RawFormatError("truncated file (encapsulated pixel data runs past the end)") from None
+
+
+def parse_meta(data: bytes, pos: int) -> tuple[list[Element], int]:
+    """File meta elements (always Explicit VR Little Endian, PS3.10 7.1), up to the first tag outside group 2.
+
+    Stops quietly where ``data`` ends (the scanner passes its first window); an element
+    that runs past it raises :class:`RawFormatError`. VR codes are not checked here.
+    """
     out: list[Element] = []
     end = len(data)
     while pos + 8 <= end:
-        group, elem = _TAG.unpack_from(data, pos)
-        if group != 0x0002:
+        if _TAG.unpack_from(data, pos)[0] != 0x0002:
             break
-        code = data[pos + 4 : pos + 6]
-        vr = code.decode("ascii", "replace")
-        if vr in LONG_VRS:
-            length = _U32.unpack_from(data, pos + 8)[0]
-            value_start = pos + 12
-        else:
-            length = _U16.unpack_from(data, pos + 6)[0]
-            value_start = pos + 8
+        tag, code, length, header = element_header(data, pos, False, end)
+        value_start = pos + header
         value_end = value_start + length
         if length == UNDEFINED or value_end > end:
             raise RawFormatError("malformed file meta information")
-        out.append(Element((group << 16) | elem, vr, pos, value_start, value_end, value_end))
+        out.append(Element(tag, code.decode("ascii", "replace"), pos, value_start, value_end, value_end))
         pos = value_end
     return out, pos
 

@@ -18,7 +18,8 @@ import pyarrow as pa
 from pydicom.dataset import Dataset
 
 from pacs_workbench.dicom.attributes import to_float, to_floats, to_int, to_text
-from pacs_workbench.dicom.read import UnidentifiedDicomError, dataset_values, is_valid_uid, tags_for_keywords
+from pacs_workbench.dicom.read import UnidentifiedDicomError, is_valid_uid, tags_for_keywords
+from pacs_workbench.dicom.values import dataset_values
 
 _COERCERS: dict[str, Callable[[Any], Any]] = {"str": to_text, "float": to_float, "int": to_int, "floats": to_floats}
 
