@@ -24,7 +24,7 @@ values it read:
 ``slice_thickness_norm``
     (0018,0050) Slice Thickness bin: ``"<=1.5 mm"``, ``"1.5-3 mm"``, ``">3 mm"``.
 
-The mappings are CSV tables in ``pacs_workbench/data/vocab/`` (regular expressions, first
+The mappings are CSV tables in ``pacs_workbench/cohort/data/vocab/`` (regular expressions, first
 match wins). Users extend them with their own CSVs of the same columns in a folder
 passed as ``user_tables``; user rows are tried first. :func:`unmapped_report` lists
 what no rule matched, so the tables can grow where the data needs it.
@@ -136,7 +136,7 @@ def _read_table(path: Path | Any, name: str) -> list[_Rule]:
 @lru_cache(maxsize=8)
 def _load_rules(user_dir: str | None, _stamp: tuple[Any, ...] = ()) -> dict[str, list[_Rule]]:
     rules: dict[str, list[_Rule]] = {}
-    package = resources.files("pacs_workbench") / "data" / "vocab"
+    package = resources.files("pacs_workbench.cohort") / "data" / "vocab"
     for name in TABLES:
         own: list[_Rule] = []
         if user_dir is not None:
