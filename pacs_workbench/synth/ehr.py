@@ -60,16 +60,23 @@ def _coding(system: str, code: str, display: str) -> dict[str, Any]:
 
 def build_bundle(plan: PatientPlan) -> Bundle:
     """The patient's FHIR Bundle (type ``collection``), validated by ``fhir.resources``."""
+    patient_id = make_uuid(plan.seed, "fhir", plan.index, "patient")
+    subject = {"reference": f"urn:uuid:{patient_id}"}
+    entries = [_patient(plan, patient_id), *_observations(plan, subject), *_conditions(plan, subject)]
+    bundle = {
+        "resourceType": "Bundle",
+        "id": make_uuid(plan.seed, "fhir", plan.index, "bundle"),
+        "type": "collection",
+        "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in entries],
+    }
+    return Bundle.model_validate(bundle)
+
+
+def _patient(plan: PatientPlan, patient_id: str) -> dict[str, Any]:
+    """The Patient resource, with the identifiers, name, phone and address an EHR export carries."""
     person = plan.person
     inst = INSTITUTIONS[plan.institution]
-    seed, idx = plan.seed, plan.index
-    patient_id = make_uuid(seed, "fhir", idx, "patient")
-    subject = {"reference": f"urn:uuid:{patient_id}"}
-    baseline = plan.baseline_date
-    lab_day = (baseline - dt.timedelta(days=9)).isoformat()
-    entries: list[dict[str, Any]] = []
-
-    patient = {
+    return {
         "resourceType": "Patient",
         "id": patient_id,
         "identifier": [
@@ -98,84 +105,106 @@ def build_bundle(plan: PatientPlan) -> Bundle:
         ],
         "managingOrganization": {"display": inst.name},
     }
-    entries.append(patient)
 
-    def observation(key: str, code: dict[str, Any], category: str, when: str, value: dict[str, Any]) -> None:
-        entries.append(
-            {
-                "resourceType": "Observation",
-                "id": make_uuid(seed, "fhir", idx, key),
-                "status": "final",
-                "category": [
-                    _coding("http://terminology.hl7.org/CodeSystem/observation-category", category,
-                            "Social History" if category == "social-history" else "Laboratory")
-                ],
-                "code": code,
-                "subject": subject,
-                "effectiveDateTime": when,
-                **value,
-            }
-        )
 
+def _observation(
+    plan: PatientPlan,
+    subject: dict[str, str],
+    key: str,
+    code: dict[str, Any],
+    category: str,
+    when: str,
+    value: dict[str, Any],
+) -> dict[str, Any]:
+    """One Observation resource of the patient (``key`` fixes its id)."""
+    return {
+        "resourceType": "Observation",
+        "id": make_uuid(plan.seed, "fhir", plan.index, key),
+        "status": "final",
+        "category": [
+            _coding("http://terminology.hl7.org/CodeSystem/observation-category", category,
+                    "Social History" if category == "social-history" else "Laboratory")
+        ],
+        "code": code,
+        "subject": subject,
+        "effectiveDateTime": when,
+        **value,
+    }  # fmt: skip
+
+
+def _observations(plan: PatientPlan, subject: dict[str, str]) -> list[dict[str, Any]]:
+    """Smoking status, pack-years (when recorded) and the labs drawn before the baseline CT."""
+    baseline = plan.baseline_date
+    lab_day = (baseline - dt.timedelta(days=9)).isoformat()
     code, display = SMOKING_CODES[plan.smoking_status]
-    observation(
-        "smoking-status", _coding(LOINC, "72166-2", "Tobacco smoking status"), "social-history",
-        baseline.isoformat(), {"valueCodeableConcept": _coding(SNOMED, code, display)},
-    )  # fmt: skip
+    observations = [
+        _observation(
+            plan, subject, "smoking-status", _coding(LOINC, "72166-2", "Tobacco smoking status"), "social-history",
+            baseline.isoformat(), {"valueCodeableConcept": _coding(SNOMED, code, display)},
+        )
+    ]  # fmt: skip
     if plan.pack_years_recorded:
-        observation(
-            "pack-years", _coding(SNOMED, "401201003", "Cigarette pack-years"), "social-history",
-            baseline.isoformat(),
-            {"valueQuantity": {"value": plan.pack_years, "unit": "pack-years", "system": UCUM, "code": "{PackYears}"}},
+        observations.append(
+            _observation(
+                plan, subject, "pack-years", _coding(SNOMED, "401201003", "Cigarette pack-years"), "social-history",
+                baseline.isoformat(),
+                {"valueQuantity": {"value": plan.pack_years, "unit": "pack-years", "system": UCUM,
+                                   "code": "{PackYears}"}},
+            )
         )  # fmt: skip
     for key, (loinc, name, unit) in LABS.items():
-        observation(
-            key, _coding(LOINC, loinc, name), "laboratory", lab_day,
-            {"valueQuantity": {"value": plan.labs[key], "unit": unit, "system": UCUM, "code": unit}},
+        observations.append(
+            _observation(
+                plan, subject, key, _coding(LOINC, loinc, name), "laboratory", lab_day,
+                {"valueQuantity": {"value": plan.labs[key], "unit": unit, "system": UCUM, "code": unit}},
+            )
         )  # fmt: skip
+    return observations
 
-    def condition(key: str, codings: list[dict[str, str]], text: str, onset: dt.date) -> None:
-        entries.append(
-            {
-                "resourceType": "Condition",
-                "id": make_uuid(seed, "fhir", idx, key),
-                "clinicalStatus": _coding(
-                    "http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"
-                ),
-                "verificationStatus": _coding(
-                    "http://terminology.hl7.org/CodeSystem/condition-ver-status", "confirmed", "Confirmed"
-                ),
-                "category": [
-                    _coding("http://terminology.hl7.org/CodeSystem/condition-category", "problem-list-item",
-                            "Problem List Item")
-                ],
-                "code": {"coding": codings, "text": text},
-                "subject": subject,
-                "onsetDateTime": onset.isoformat(),
-                "recordedDate": onset.isoformat(),
-            }
+
+def _condition(
+    plan: PatientPlan, subject: dict[str, str], key: str, codings: list[dict[str, str]], text: str, onset: dt.date
+) -> dict[str, Any]:
+    """One active, confirmed problem-list Condition of the patient (``key`` fixes its id)."""
+    return {
+        "resourceType": "Condition",
+        "id": make_uuid(plan.seed, "fhir", plan.index, key),
+        "clinicalStatus": _coding(
+            "http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"
+        ),
+        "verificationStatus": _coding(
+            "http://terminology.hl7.org/CodeSystem/condition-ver-status", "confirmed", "Confirmed"
+        ),
+        "category": [
+            _coding("http://terminology.hl7.org/CodeSystem/condition-category", "problem-list-item",
+                    "Problem List Item")
+        ],
+        "code": {"coding": codings, "text": text},
+        "subject": subject,
+        "onsetDateTime": onset.isoformat(),
+        "recordedDate": onset.isoformat(),
+    }  # fmt: skip
+
+
+def _conditions(plan: PatientPlan, subject: dict[str, str]) -> list[dict[str, Any]]:
+    """The pulmonary nodule, and the lung cancer when the outcome occurred."""
+    conditions = [
+        _condition(
+            plan, subject, "nodule", [{"system": ICD10, "code": "R91.1", "display": "Solitary pulmonary nodule"}],
+            "Pulmonary nodule", plan.baseline_date,
         )
-
-    condition(
-        "nodule", [{"system": ICD10, "code": "R91.1", "display": "Solitary pulmonary nodule"}],
-        "Pulmonary nodule", baseline,
-    )  # fmt: skip
+    ]  # fmt: skip
     if plan.outcome and plan.outcome_date is not None:
         icd, icd_display = CANCER_ICD[plan.nodules[0].lobe]
-        condition(
-            "cancer",
-            [{"system": ICD10, "code": icd, "display": icd_display},
-             {"system": SNOMED, "code": "363358000", "display": "Malignant tumor of lung"}],
-            "Lung cancer, biopsy proven", plan.outcome_date,
+        conditions.append(
+            _condition(
+                plan, subject, "cancer",
+                [{"system": ICD10, "code": icd, "display": icd_display},
+                 {"system": SNOMED, "code": "363358000", "display": "Malignant tumor of lung"}],
+                "Lung cancer, biopsy proven", plan.outcome_date,
+            )
         )  # fmt: skip
-
-    bundle = {
-        "resourceType": "Bundle",
-        "id": make_uuid(seed, "fhir", idx, "bundle"),
-        "type": "collection",
-        "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in entries],
-    }
-    return Bundle.model_validate(bundle)
+    return conditions
 
 
 def bundle_json(bundle: Bundle) -> str:

@@ -382,6 +382,71 @@ def _anatomy_hu(
     return hu
 
 
+@dataclass(frozen=True)
+class _SampleGrid:
+    """Where a series is sampled: voxel centres in x and y, sub-slice and slice positions in z (mm)."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    zs: np.ndarray
+    z: np.ndarray
+    sub_slices: int
+
+
+def _render_nodule(
+    hu: np.ndarray,
+    grid: _SampleGrid,
+    nodule: NoduleSpec,
+    diameter: float,
+    center: np.ndarray,
+    protocol: Protocol,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Blend one nodule into the sub-slice volume ``hu`` (in place); return its mask per slice."""
+    xs, ys, zs, z, m = grid.xs, grid.ys, grid.zs, grid.z, grid.sub_slices
+    ps = protocol.pixel_spacing
+    n = protocol.n_slices
+    center_sub = m // 2
+    mask = np.zeros((n, MATRIX, MATRIX), dtype=bool)
+    reach = diameter / 2.0 * 1.9 + 2.0 * ps
+    ix = np.nonzero(np.abs(xs - center[0]) <= reach)[0]
+    iy = np.nonzero(np.abs(ys - center[1]) <= reach)[0]
+    iz = np.nonzero(np.abs(zs - center[2]) <= reach + protocol.thickness)[0]
+    if ix.size and iy.size and iz.size:
+        sx, sy, sz = slice(ix[0], ix[-1] + 1), slice(iy[0], iy[-1] + 1), slice(iz[0], iz[-1] + 1)
+        vx = (xs[sx] - center[0])[None, None, :]
+        vy = (ys[sy] - center[1])[None, :, None]
+        vz = (zs[sz] - center[2])[:, None, None]
+        vec = np.stack(np.broadcast_arrays(vx, vy, vz), axis=-1)
+        dist = np.linalg.norm(vec, axis=-1)
+        direction = vec / np.maximum(dist, 1e-6)[..., None]
+        surface = radius_field(nodule, diameter, direction)
+        alpha = 1.0 / (1.0 + np.exp(-(surface - dist) / (0.3 * ps)))
+        inner = _smooth_noise(rng, dist.shape, (1.2 / protocol.thickness * m, 1.2 / ps, 1.2 / ps))
+        base = nodule.attenuation + (25.0 if protocol.contrast else 0.0)
+        value = base + (12.0 + 110.0 * nodule.heterogeneity) * inner
+        if nodule.heterogeneity > 0.55 and diameter > 9.0:
+            # Low-attenuation (necrotic) core in large heterogeneous nodules.
+            core = np.clip(1.0 - dist / (0.45 * surface), 0.0, 1.0)
+            value = value - 220.0 * (nodule.heterogeneity - 0.55) * core
+        block = hu[sz, sy, sx]
+        hu[sz, sy, sx] = (block * (1.0 - alpha) + value * alpha).astype(np.float32)
+        inside = dist <= surface
+        # Mask from the sub-slice at each slice's centre (the voxel centre).
+        k_sub = np.arange(iz[0], iz[-1] + 1)
+        centre_rows = (k_sub % m) == center_sub
+        ks = k_sub[centre_rows] // m
+        mask[ks[:, None, None], iy[None, :, None], ix[None, None, :]] = inside[centre_rows]
+    for k in range(n):
+        if mask[k].any():
+            mask[k] = ndimage.binary_fill_holes(mask[k])
+    if not mask.any():
+        # A nodule thinner than the slice spacing still marks its nearest voxel.
+        k = int(np.argmin(np.abs(z - center[2])))
+        mask[k, int(np.argmin(np.abs(ys - center[1]))), int(np.argmin(np.abs(xs - center[0])))] = True
+    return mask
+
+
 def render_series(
     anatomy: Anatomy,
     nodules: list[NoduleSpec],
@@ -434,46 +499,10 @@ def render_series(
     hu = hu + np.where(lung_mask, 28.0 * texture, 0.0).astype(np.float32)
 
     result = RenderedSeries(hu=hu, z=z, origin_xy=origin, pixel_spacing=ps)
-    center_sub = m // 2
+    grid = _SampleGrid(xs=xs, ys=ys, zs=zs, z=z, sub_slices=m)
     for nodule, diameter in zip(nodules, diameters, strict=True):
         center = np.array(nodule.center) + np.array([pose.dx, pose.dy, pose.dz])
-        mask = np.zeros((n, MATRIX, MATRIX), dtype=bool)
-        reach = diameter / 2.0 * 1.9 + 2.0 * ps
-        ix = np.nonzero(np.abs(xs - center[0]) <= reach)[0]
-        iy = np.nonzero(np.abs(ys - center[1]) <= reach)[0]
-        iz = np.nonzero(np.abs(zs - center[2]) <= reach + protocol.thickness)[0]
-        if ix.size and iy.size and iz.size:
-            sx, sy, sz = slice(ix[0], ix[-1] + 1), slice(iy[0], iy[-1] + 1), slice(iz[0], iz[-1] + 1)
-            vx = (xs[sx] - center[0])[None, None, :]
-            vy = (ys[sy] - center[1])[None, :, None]
-            vz = (zs[sz] - center[2])[:, None, None]
-            vec = np.stack(np.broadcast_arrays(vx, vy, vz), axis=-1)
-            dist = np.linalg.norm(vec, axis=-1)
-            direction = vec / np.maximum(dist, 1e-6)[..., None]
-            surface = radius_field(nodule, diameter, direction)
-            alpha = 1.0 / (1.0 + np.exp(-(surface - dist) / (0.3 * ps)))
-            inner = _smooth_noise(rng, dist.shape, (1.2 / protocol.thickness * m, 1.2 / ps, 1.2 / ps))
-            base = nodule.attenuation + (25.0 if protocol.contrast else 0.0)
-            value = base + (12.0 + 110.0 * nodule.heterogeneity) * inner
-            if nodule.heterogeneity > 0.55 and diameter > 9.0:
-                # Low-attenuation (necrotic) core in large heterogeneous nodules.
-                core = np.clip(1.0 - dist / (0.45 * surface), 0.0, 1.0)
-                value = value - 220.0 * (nodule.heterogeneity - 0.55) * core
-            block = result.hu[sz, sy, sx]
-            result.hu[sz, sy, sx] = (block * (1.0 - alpha) + value * alpha).astype(np.float32)
-            inside = dist <= surface
-            # Mask from the sub-slice at each slice's centre (the voxel centre).
-            k_sub = np.arange(iz[0], iz[-1] + 1)
-            centre_rows = (k_sub % m) == center_sub
-            ks = k_sub[centre_rows] // m
-            mask[ks[:, None, None], iy[None, :, None], ix[None, None, :]] = inside[centre_rows]
-        for k in range(n):
-            if mask[k].any():
-                mask[k] = ndimage.binary_fill_holes(mask[k])
-        if not mask.any():
-            # A nodule thinner than the slice spacing still marks its nearest voxel.
-            k = int(np.argmin(np.abs(z - center[2])))
-            mask[k, int(np.argmin(np.abs(ys - center[1]))), int(np.argmin(np.abs(xs - center[0])))] = True
+        mask = _render_nodule(result.hu, grid, nodule, diameter, center, protocol, rng)
         result.masks.append(mask)
         result.diameters.append(diameter)
         result.centers_mm.append((float(center[0]), float(center[1]), float(center[2])))

@@ -384,12 +384,64 @@ def _plan_patient(
     has_imaging: bool,
     has_ehr: bool,
 ) -> PatientPlan:
+    # One random stream per patient; the helpers draw from it in a fixed order.
     rng = derive_rng(seed, 1, index)
     inst_weights = np.array([inst.weight for inst in INSTITUTIONS])
     inst_idx = int(rng.choice(len(INSTITUTIONS), p=inst_weights / inst_weights.sum()))
     inst = INSTITUTIONS[inst_idx]
+    age, status, pack_years, labs = _clinical_factors(rng, sex)
+    person, baseline = _identity(rng, inst, age, family, given, sex, mrn, other_id)
+    age = (baseline - person.birth_date).days // 365  # as DICOM (0010,1010) Patient's Age would say
 
-    # Clinical factors.
+    # Nodules: a latent aggressiveness ties size, margin and texture together.
+    anatomy = plan_anatomy(rng)
+    latent = float(rng.normal())
+    diameter = float(np.clip(np.exp(np.log(8.0) + 0.35 * latent + 0.25 * rng.normal()), 4.0, 20.0))
+    irregularity = _sigmoid(0.9 * latent + 0.7 * float(rng.normal()) - 0.1)
+    heterogeneity = _sigmoid(0.8 * latent + 0.8 * float(rng.normal()) - 0.1)
+    drivers = OUTCOME_MODEL.drivers(diameter, irregularity, heterogeneity, age, pack_years)
+    lp = OUTCOME_MODEL.linear_predictor(drivers)
+    prob = _sigmoid(lp)
+    outcome = int(rng.random() < prob)
+    nodules = _nodule_specs(rng, anatomy, diameter, irregularity, heterogeneity, outcome)
+    studies = _study_plans(rng, index, inst, anatomy, nodules, diameter, baseline, accessions)
+    outcome_date = None
+    if outcome:
+        last_study = studies[-1].days_from_baseline
+        outcome_date = baseline + dt.timedelta(days=min(last_study + int(rng.integers(14, 120)), 720))
+    last_contact = baseline + dt.timedelta(days=730 + int(rng.integers(0, 400)))
+
+    return PatientPlan(
+        index=index,
+        seed=seed,
+        person=person,
+        institution=inst_idx,
+        referrer=inst.referrers[int(rng.integers(len(inst.referrers)))],
+        age=age,
+        smoking_status=status,
+        pack_years=pack_years,
+        pack_years_recorded=bool(rng.random() >= 0.05),
+        labs=labs,
+        anatomy=anatomy,
+        nodules=tuple(nodules),
+        studies=tuple(studies),
+        drivers={k: round(v, 6) for k, v in drivers.items()},
+        linear_predictor=round(lp, 6),
+        probability=round(prob, 6),
+        outcome=outcome,
+        outcome_date=outcome_date,
+        last_contact_date=last_contact,
+        has_imaging=has_imaging,
+        has_ehr=has_ehr,
+        phi_in_description=bool(rng.random() < 0.2),
+        phi_in_image_comments=bool(rng.random() < 0.25),
+        phi_in_patient_comments=bool(rng.random() < 0.3),
+        flags={"other_ids": bool(rng.random() < 0.5), "telephone": bool(rng.random() < 0.7)},
+    )
+
+
+def _clinical_factors(rng: np.random.Generator, sex: str) -> tuple[int, str, float, dict[str, float]]:
+    """Age, smoking status, pack-years and baseline labs."""
     age = int(np.clip(round(rng.normal(66.0, 7.0)), 50, 85))
     status = str(rng.choice(["current", "former", "never"], p=[0.42, 0.46, 0.12]))
     pack_years = 0.0 if status == "never" else round(float(18.0 + rng.gamma(2.2, 11.0)), 1)
@@ -398,8 +450,20 @@ def _plan_patient(
         "hemoglobin_g_dl": round(float(rng.normal(14.6 if sex == "M" else 13.2, 1.1)), 1),
         "crp_mg_l": round(float(rng.lognormal(np.log(3.0), 0.8)), 1),
     }
+    return age, status, pack_years, labs
 
-    # Identity.
+
+def _identity(
+    rng: np.random.Generator,
+    inst: Institution,
+    age: int,
+    family: str,
+    given: str,
+    sex: str,
+    mrn: str,
+    other_id: str,
+) -> tuple[Person, dt.date]:
+    """The patient's identity (birth date, address, phone near the institution) and baseline date."""
     baseline = dt.date(2016, 1, 4) + dt.timedelta(days=int(rng.integers(0, 6 * 365 + 180)))
     birth = baseline - dt.timedelta(days=int(age * 365.25 + rng.integers(1, 364)))
     city, state, postal = inst.towns[int(rng.integers(len(inst.towns)))]
@@ -416,19 +480,18 @@ def _plan_patient(
         postal_code=postal,
         phone=f"({inst.area_codes[int(rng.integers(len(inst.area_codes)))]}) 555-01{int(rng.integers(0, 100)):02d}",
     )
-    age = (baseline - birth).days // 365  # as DICOM (0010,1010) Patient's Age would say
+    return person, baseline
 
-    # Nodules: a latent aggressiveness ties size, margin and texture together.
-    anatomy = plan_anatomy(rng)
-    latent = float(rng.normal())
-    diameter = float(np.clip(np.exp(np.log(8.0) + 0.35 * latent + 0.25 * rng.normal()), 4.0, 20.0))
-    irregularity = _sigmoid(0.9 * latent + 0.7 * float(rng.normal()) - 0.1)
-    heterogeneity = _sigmoid(0.8 * latent + 0.8 * float(rng.normal()) - 0.1)
-    drivers = OUTCOME_MODEL.drivers(diameter, irregularity, heterogeneity, age, pack_years)
-    lp = OUTCOME_MODEL.linear_predictor(drivers)
-    prob = _sigmoid(lp)
-    outcome = int(rng.random() < prob)
 
+def _nodule_specs(
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    diameter: float,
+    irregularity: float,
+    heterogeneity: float,
+    outcome: int,
+) -> list[NoduleSpec]:
+    """The primary nodule (the outcome's driver) and up to two small benign ones near it."""
     z_primary = float(rng.uniform(-24.0, 24.0))
     nodules = [
         NoduleSpec(
@@ -465,7 +528,20 @@ def _plan_patient(
                 attenuation=float(rng.uniform(300.0, 600.0)) if calcified else float(rng.normal(25.0, 8.0)),
             )
         )
+    return nodules
 
+
+def _study_plans(
+    rng: np.random.Generator,
+    index: int,
+    inst: Institution,
+    anatomy: Anatomy,
+    nodules: list[NoduleSpec],
+    diameter: float,
+    baseline: dt.date,
+    accessions: list[str],
+) -> list[StudyPlan]:
+    """The baseline CT and its follow-ups, each with its scanner, protocol and pose."""
     # Study schedule: bigger nodules are followed up sooner and more often.
     n_follow = int(rng.choice([0, 1, 2], p=[0.45, 0.33, 0.22] if diameter < 8 else [0.25, 0.4, 0.35]))
     days = [0]
@@ -503,35 +579,4 @@ def _plan_patient(
                 diameters=diameters,
             )
         )
-    outcome_date = None
-    if outcome:
-        outcome_date = baseline + dt.timedelta(days=min(days[-1] + int(rng.integers(14, 120)), 720))
-    last_contact = baseline + dt.timedelta(days=730 + int(rng.integers(0, 400)))
-
-    return PatientPlan(
-        index=index,
-        seed=seed,
-        person=person,
-        institution=inst_idx,
-        referrer=inst.referrers[int(rng.integers(len(inst.referrers)))],
-        age=age,
-        smoking_status=status,
-        pack_years=pack_years,
-        pack_years_recorded=bool(rng.random() >= 0.05),
-        labs=labs,
-        anatomy=anatomy,
-        nodules=tuple(nodules),
-        studies=tuple(studies),
-        drivers={k: round(v, 6) for k, v in drivers.items()},
-        linear_predictor=round(lp, 6),
-        probability=round(prob, 6),
-        outcome=outcome,
-        outcome_date=outcome_date,
-        last_contact_date=last_contact,
-        has_imaging=has_imaging,
-        has_ehr=has_ehr,
-        phi_in_description=bool(rng.random() < 0.2),
-        phi_in_image_comments=bool(rng.random() < 0.25),
-        phi_in_patient_comments=bool(rng.random() < 0.3),
-        flags={"other_ids": bool(rng.random() < 0.5), "telephone": bool(rng.random() < 0.7)},
-    )
+    return studies

@@ -85,9 +85,28 @@ def write_report(plan: PatientPlan, study: StudyPlan, findings: list[NoduleFindi
         The exam as ordered (the study description without any PHI).
     """
     rng = derive_rng(plan.seed, 3, plan.index, study.index)
+    inst = INSTITUTIONS[plan.institution]
+    # Each radiologist has a style of phrasing, kept across their reports.
+    style = inst.radiologists.index(study.radiologist) % 3
+    lines = _header_lines(plan, study, series_desc, exam_name)
+    lines += ["", "FINDINGS:"]
+    lines += _findings_lines(findings, style, rng)
+    lines += ["", "IMPRESSION:"]
+    lines += _impression_lines(findings, style)
+    signed = dt.datetime.combine(study.date, study.time) + dt.timedelta(hours=int(rng.integers(1, 30)))
+    lines += [
+        "",
+        f"Electronically signed by: Dr. {staff_forms(study.radiologist)[1]}, MD on "
+        f"{_us_date(signed.date())} {signed.strftime('%H:%M')}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _header_lines(plan: PatientPlan, study: StudyPlan, series_desc: str, exam_name: str) -> list[str]:
+    """The report's header (with the PHI real reports carry), history, technique and comparison."""
     person = plan.person
     inst = INSTITUTIONS[plan.institution]
-    style = inst.radiologists.index(study.radiologist) % 3
     p = study.protocol
     sex_word = "female" if person.sex == "F" else "male"
     age = (study.date - person.birth_date).days // 365
@@ -124,32 +143,39 @@ def write_report(plan: PatientPlan, study: StudyPlan, findings: list[NoduleFindi
     else:
         prior = plan.studies[study.index - 1]
         lines.append(f"COMPARISON: CT chest {_us_date(prior.date)} (accession {prior.accession}).")
-    lines += ["", "FINDINGS:"]
-    lung_sentences = []
-    for i, f in enumerate(findings):
-        n = f.nodule
-        size = f"{f.diameter_mm:.0f} mm"
-        where = LOBE_NAMES[n.lobe]
-        ref = f"(series {f.series_number}, image {f.instance_number})"
-        kind = "calcified" if n.calcified else "solid"
-        if i == 0:
-            article = "an" if size.startswith(("8", "11 ", "18 ")) else "a"
-            opener = ["There is " + article, article.capitalize(), "Noted is " + article][style]
-            if f.prior_diameter_mm is not None and style == 2:
-                opener = "Redemonstrated"
-            sentence = f"{opener} {size} {kind} nodule in the {where} {ref}, {_margin(n)}"
+    return lines
+
+
+def _nodule_sentence(i: int, f: NoduleFinding, style: int) -> str:
+    """The findings sentence of nodule ``i`` (0: the dominant one, described first and in full)."""
+    n = f.nodule
+    size = f"{f.diameter_mm:.0f} mm"
+    where = LOBE_NAMES[n.lobe]
+    ref = f"(series {f.series_number}, image {f.instance_number})"
+    kind = "calcified" if n.calcified else "solid"
+    if i == 0:
+        article = "an" if size.startswith(("8", "11 ", "18 ")) else "a"
+        opener = ["There is " + article, article.capitalize(), "Noted is " + article][style]
+        if f.prior_diameter_mm is not None and style == 2:
+            opener = "Redemonstrated"
+        sentence = f"{opener} {size} {kind} nodule in the {where} {ref}, {_margin(n)}"
+    else:
+        sentence = f"Additional {size} {kind} nodule in the {where} {ref}"
+    if f.prior_diameter_mm is not None:
+        if f.diameter_mm - f.prior_diameter_mm >= 1.5:
+            sentence += f", increased from {f.prior_diameter_mm:.0f} mm"
         else:
-            sentence = f"Additional {size} {kind} nodule in the {where} {ref}"
-        if f.prior_diameter_mm is not None:
-            if f.diameter_mm - f.prior_diameter_mm >= 1.5:
-                sentence += f", increased from {f.prior_diameter_mm:.0f} mm"
-            else:
-                sentence += f", stable compared with {f.prior_diameter_mm:.0f} mm"
-        lung_sentences.append(sentence + ".")
+            sentence += f", stable compared with {f.prior_diameter_mm:.0f} mm"
+    return sentence + "."
+
+
+def _findings_lines(findings: list[NoduleFinding], style: int, rng: np.random.Generator) -> list[str]:
+    """LUNGS (the nodules first), PLEURA, MEDIASTINUM and BONES."""
+    lung_sentences = [_nodule_sentence(i, f, style) for i, f in enumerate(findings)]
     if rng.random() < 0.5:
         lung_sentences.append("No consolidation.")
     lung_sentences.append(["No pneumothorax.", "There is no pneumothorax.", "Negative for pneumothorax."][style])
-    lines.append("LUNGS: " + " ".join(lung_sentences))
+    lines = ["LUNGS: " + " ".join(lung_sentences)]
     lines.append("PLEURA: " + ["No pleural effusion.", "There is no pleural effusion.", "No effusion."][style])
     lines.append(
         "MEDIASTINUM: "
@@ -161,7 +187,12 @@ def write_report(plan: PatientPlan, study: StudyPlan, findings: list[NoduleFindi
     )
     bones = "No suspicious osseous lesion." if rng.random() < 0.9 else "Degenerative changes of the thoracic spine."
     lines.append("BONES: " + bones)
-    lines += ["", "IMPRESSION:"]
+    return lines
+
+
+def _impression_lines(findings: list[NoduleFinding], style: int) -> list[str]:
+    """The dominant nodule with its Lung-RADS category, then the pleura."""
+    lines = []
     main = findings[0] if findings else None
     category = lung_rads(findings)
     cat_text = [f"Lung-RADS {category}.", f"Lung-RADS category {category}.", f"LR-{category}."][style]
@@ -178,14 +209,7 @@ def write_report(plan: PatientPlan, study: StudyPlan, findings: list[NoduleFindi
             f"{change}. {cat_text}"
         )
     lines.append("2. No pleural effusion.")
-    signed = dt.datetime.combine(study.date, study.time) + dt.timedelta(hours=int(rng.integers(1, 30)))
-    lines += [
-        "",
-        f"Electronically signed by: Dr. {staff_forms(study.radiologist)[1]}, MD on "
-        f"{_us_date(signed.date())} {signed.strftime('%H:%M')}",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def measured_diameter(true_mm: float, rng: np.random.Generator) -> float:
