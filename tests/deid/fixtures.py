@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 SC = "1.2.840.10008.5.1.4.1.1.7"
@@ -71,10 +71,10 @@ class StudySpec:
 
 def _meta(sop_class: str, sop_instance: str, ts: str = ExplicitVRLittleEndian) -> FileMetaDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = ROOT + "1"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(ts)
+    meta.ImplementationClassUID = UID(ROOT + "1")
     meta.SourceApplicationEntityTitle = "KOWALCZYK_WS"
     return meta
 

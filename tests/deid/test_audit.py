@@ -1,0 +1,71 @@
+"""The residual-PHI audit of a de-identified folder (pacs_workbench.deid.audit and audit_checks)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from pacs_workbench.core.pseudonym import generate_key
+from pacs_workbench.deid.audit import audit_folder
+from pacs_workbench.deid.run import deidentify_folder
+from tests.deid.fixtures import ALICE
+
+
+def test_audit_clean_then_planted_leaks(extract: dict, tmp_path: Path) -> None:
+    summary = audit_folder(extract["dst"], source=extract["src"], phi_list=extract["phi"], progress=False)
+    assert summary["ok"], summary["findings_by_category"]
+    assert summary["files_checked"] > 0 and summary["images_ocr_checked"] >= 1
+    assert summary["dangling_references"] == 0
+    leaky = tmp_path / "leaky"
+    shutil.copytree(extract["dst"], leaky)
+    target = next(leaky.rglob("*.dcm"))
+    ds = pydicom.dcmread(target)
+    ds.ImageComments = f"seen by {ALICE.first} {ALICE.last}"
+    ds.PatientAddress = "somewhere"
+    ds.private_block(0x0011, "GEMS_PATI_01", create=True).add_new(0x12, "LO", "something")
+    ds.save_as(target)
+    (leaky / "extra" / f"{ALICE.mrn}.txt").parent.mkdir()
+    (leaky / "extra" / f"{ALICE.mrn}.txt").write_text("x")
+    found = audit_folder(leaky, phi_list=extract["phi"], ocr=False, progress=False)
+    assert not found["ok"]
+    categories = found["findings_by_category"]
+    assert {"phi_bytes", "phi_filename", "profile_violation", "private_element"} <= set(categories)
+    text = json.dumps(found)
+    for phi in ("Kowalczyk", "Beatrix", ALICE.mrn):
+        assert phi not in text  # findings never echo the PHI
+
+
+@pytest.mark.slow
+def test_synthetic_extract_has_no_residual_phi(tmp_path: Path) -> None:
+    synth = pytest.importorskip("pacs_workbench.synth")
+    if not hasattr(synth, "generate"):
+        pytest.skip("pacs_workbench.synth.generate is not available yet")
+    synth.generate(tmp_path / "extract", patients=3, seed=0)
+    key = generate_key(tmp_path / "project.key")
+    dst = tmp_path / "deid"
+    summary = deidentify_folder(tmp_path / "extract" / "dicom", dst, key_file=key, workers=2, progress=False)
+    assert summary["quarantined"] == 0 and summary["written"] == summary["files"]
+    audit = audit_folder(
+        dst,
+        source=tmp_path / "extract" / "dicom",
+        phi_list=tmp_path / "extract" / "truth" / "phi_values.txt",
+        workers=2,
+        progress=False,
+    )
+    assert audit["ok"], audit["findings_by_category"]
+    assert audit["images_ocr_checked"] >= 1 and audit["phi_terms"] > 0
+
+
+def test_audit_flags_an_element_whose_vr_disagrees_with_the_dictionary(extract: dict, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    shutil.copytree(extract["dst"], wrong)
+    target = next(p for p in wrong.rglob("*.dcm") if b"\x08\x00\x20\x00DA" in p.read_bytes())
+    target.write_bytes(target.read_bytes().replace(b"\x08\x00\x20\x00DA", b"\x08\x00\x20\x00UL", 1))
+    found = audit_folder(wrong, ocr=False, progress=False)
+    assert not found["ok"]
+    assert found["findings_by_category"].get("vr_mismatch") == 1
+    assert next(f["tag"] for f in found["findings"] if f["category"] == "vr_mismatch").startswith("(0008,0020)")
