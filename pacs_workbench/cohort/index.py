@@ -68,6 +68,8 @@ _SCRATCH = ("listing", "to_read", "spill")
 
 @dataclass
 class _Options:
+    """How to read: worker processes or a Dask scheduler, paths per task, a progress bar."""
+
     workers: int | None
     scheduler: str | None
     chunk_size: int
