@@ -160,23 +160,21 @@ def _locate(ds: Any, offset: int) -> str | None:
 def _ocr_findings(ds: Any, relpath: str) -> tuple[list[dict[str, Any]], bool]:
     from pacs_workbench.deid.pixels import (
         PixelCleaningError,
-        _frames_array,
-        _sample_frames,
         assess_pixel_risk,
+        decoded_frames,
         read_text,
         render_frame,
+        sample_frames,
     )
 
     if not assess_pixel_risk(ds):
         return [], False
     try:
-        arr = _frames_array(ds)
+        arr, photometric = decoded_frames(ds)
     except PixelCleaningError:
         return [finding(relpath, "ocr_unchecked", "(7FE0,0010)")], False
-    photometric = str(ds.PhotometricInterpretation).strip()
-    photometric = "RGB" if photometric.startswith("YBR") else photometric
     out = []
-    for i in _sample_frames(arr.shape[0]):
+    for i in sample_frames(arr.shape[0]):
         try:
             lines = read_text(render_frame(arr[i], photometric))
         except Exception:  # an image that cannot be read by OCR is not shown clean

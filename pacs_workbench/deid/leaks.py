@@ -32,11 +32,11 @@ def _leak_batch(task: AuditTask) -> set[str]:
     """Ids of the PHI strings found in a batch of files (bytes, or OCR text of their pixels)."""
     from pacs_workbench.deid.pixels import (
         PixelCleaningError,
-        _frames_array,
-        _sample_frames,
         assess_pixel_risk,
+        decoded_frames,
         read_text,
         render_frame,
+        sample_frames,
     )
 
     matcher = matcher_for(task.terms)
@@ -55,12 +55,10 @@ def _leak_batch(task: AuditTask) -> set[str]:
         if not task.ocr or ds is None or not assess_pixel_risk(ds):
             continue
         try:
-            arr = _frames_array(ds)
+            arr, photometric = decoded_frames(ds)
         except PixelCleaningError:
             continue
-        photometric = str(ds.PhotometricInterpretation).strip()
-        photometric = "RGB" if photometric.startswith("YBR") else photometric
-        for i in _sample_frames(arr.shape[0]):
+        for i in sample_frames(arr.shape[0]):
             text = _normalized(" ".join(t for _, t, _ in read_text(render_frame(arr[i], photometric))))
             found.update(ident for term, ident in ocr_terms if term in text)
     return found

@@ -212,7 +212,7 @@ def read_text(image: np.ndarray) -> list[tuple[Box, str, float]]:
 # --- rendering and masking ---------------------------------------------------------------------
 
 
-def _frames_array(ds: Dataset) -> np.ndarray:
+def frames_array(ds: Dataset) -> np.ndarray:
     """Pixel array shaped (frames, rows, columns[, samples]); raises PixelCleaningError."""
     from pydicom.pixels import get_decoder
 
@@ -243,6 +243,15 @@ def _frames_array(ds: Dataset) -> np.ndarray:
     return np.array(arr)
 
 
+def decoded_frames(ds: Dataset) -> tuple[np.ndarray, str]:
+    """:func:`frames_array` and the photometric interpretation of the decoded frames; raises PixelCleaningError."""
+    arr = frames_array(ds)
+    photometric = str(ds.PhotometricInterpretation).strip()
+    if photometric.startswith("YBR"):
+        photometric = "RGB"  # pydicom converts YBR to RGB when decoding
+    return arr, photometric
+
+
 def render_frame(frame: np.ndarray, photometric: str) -> np.ndarray:
     """One frame as 8-bit for OCR: min-max scaled grey (MONOCHROME1 inverted) or RGB."""
     f = frame.astype(np.float64)
@@ -258,7 +267,8 @@ def render_frame(frame: np.ndarray, photometric: str) -> np.ndarray:
     return scaled
 
 
-def _sample_frames(n: int) -> list[int]:
+def sample_frames(n: int) -> list[int]:
+    """The frames OCR reads of ``n``: first, middle and last."""
     return sorted({0, n // 2, n - 1}) if n > 0 else []
 
 
@@ -275,7 +285,7 @@ def _blank(arr: np.ndarray, boxes: list[Box], photometric: str) -> None:
 
 def _detect(arr: np.ndarray, photometric: str, margin: int, mode: str) -> list[Box]:
     boxes: list[Box] = []
-    for i in _sample_frames(arr.shape[0]):
+    for i in sample_frames(arr.shape[0]):
         try:
             boxes.extend(detect_text_boxes(render_frame(arr[i], photometric), margin=margin, mode=mode))
         except Exception as exc:  # OCR failure must fail closed
@@ -331,10 +341,7 @@ def clean_pixel_data(ds: Dataset, reasons: list[str], *, margin: int = DEFAULT_M
         When the pixels cannot be decoded, the format is not supported, OCR fails, or
         text is still found after blanking.
     """
-    arr = _frames_array(ds)
-    photometric = str(ds.PhotometricInterpretation).strip()
-    if photometric.startswith("YBR"):
-        photometric = "RGB"  # pydicom converts YBR to RGB when decoding
+    arr, photometric = decoded_frames(ds)
     height, width = arr.shape[1], arr.shape[2]
     boxes: list[Box] = []
     for x0, y0, x1, y1 in vendor_regions(ds):

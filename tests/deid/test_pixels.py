@@ -12,8 +12,8 @@ from pydicom.encaps import encapsulate
 from pacs_workbench.deid.engine import Deidentifier
 from pacs_workbench.deid.instance import DeidError, dataset_bytes
 from pacs_workbench.deid.pixels import (
-    _frames_array,
     assess_pixel_risk,
+    frames_array,
     read_text,
     render_frame,
     vendor_regions,
@@ -26,7 +26,7 @@ SPEC = StudySpec(ALICE, "20200115", "ACC7781203")
 
 
 def _ocr_lines(ds: pydicom.Dataset, frames: int | None = None) -> list[str]:
-    arr = _frames_array(ds)
+    arr = frames_array(ds)
     out = []
     for frame in arr[:frames]:
         out += [
