@@ -152,6 +152,19 @@ def _read_nodules(
     return findings, measured_now
 
 
+def _study_keys(plan: PatientPlan, study: StudyPlan, uids: dw.StudyUIDs) -> dict[str, Any]:
+    """The columns that tie a truth row to its patient, study and axial series."""
+    return {
+        "PatientID": plan.person.mrn,
+        "AccessionNumber": study.accession,
+        "StudyInstanceUID": uids.study,
+        "SeriesInstanceUID": uids.ct_series,
+        "StudyDate": study.date.strftime("%Y%m%d"),
+        "study_index": study.index,
+        "days_from_baseline": study.days_from_baseline,
+    }
+
+
 def _study_row(
     plan: PatientPlan,
     study: StudyPlan,
@@ -166,13 +179,7 @@ def _study_row(
     vendor = VENDORS[p.vendor]
     ps = rendered.pixel_spacing
     return {
-        "PatientID": plan.person.mrn,
-        "AccessionNumber": study.accession,
-        "StudyInstanceUID": uids.study,
-        "SeriesInstanceUID": uids.ct_series,
-        "StudyDate": study.date.strftime("%Y%m%d"),
-        "study_index": study.index,
-        "days_from_baseline": study.days_from_baseline,
+        **_study_keys(plan, study, uids),
         "vendor": p.vendor,
         "Manufacturer": study.scanner.manufacturer,
         "ManufacturerModelName": study.scanner.model,
@@ -216,13 +223,7 @@ def _nodule_rows(
         k_center = int(np.argmin(np.abs(rendered.z - cz)))
         rows.append(
             {
-                "PatientID": plan.person.mrn,
-                "AccessionNumber": study.accession,
-                "StudyInstanceUID": uids.study,
-                "SeriesInstanceUID": uids.ct_series,
-                "StudyDate": study.date.strftime("%Y%m%d"),
-                "study_index": study.index,
-                "days_from_baseline": study.days_from_baseline,
+                **_study_keys(plan, study, uids),
                 "nodule_index": nodule.index,
                 "tracking_uid": make_uid(plan.seed, "patient", plan.index, "nodule", nodule.index),
                 "lobe": nodule.lobe,

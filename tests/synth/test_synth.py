@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -380,9 +381,11 @@ def test_fhir_bundles_and_csv(extract, truth):
     assert [p.stem for p in files] == sorted(r["mrn"] for r in rows)
     for path in files:
         bundle = Bundle.model_validate(json.loads(path.read_text()))
-        kinds = [e.resource.get_resource_type() for e in bundle.entry]
+        assert bundle.entry is not None
+        kinds = [e.resource.get_resource_type() for e in bundle.entry if e.resource is not None]
+        assert len(kinds) == len(bundle.entry)
         assert kinds.count("Patient") == 1 and "Observation" in kinds and "Condition" in kinds
-        patient = bundle.entry[0].resource
+        patient: Any = bundle.entry[0].resource
         assert patient.identifier[0].value == path.stem
     by_id = {r["PatientID"]: r for r in truth["patients"]}
     assert {r["mrn"] for r in rows} == {k for k, r in by_id.items() if r["has_ehr"] == "1"}
