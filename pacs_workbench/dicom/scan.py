@@ -199,6 +199,8 @@ def _scan(handle: BinaryIO, size: int, tags: Collection[int]) -> HeaderScan | No
     if len(win.buf) < 132 or win.buf[128:132] != b"DICM":
         return None
     meta_elements, pos = parse_meta(win.buf, 132)
+    if pos + 8 > size:
+        return None  # nothing but File Meta (or a cut header after it): pydicom decides
     meta: dict[int, str] = {}
     for e in meta_elements:
         if e.vr not in VALID_VRS:
