@@ -12,7 +12,10 @@ copied byte for byte (so Pixel Data that needs no cleaning is byte-identical), c
 ones are encoded anew, and the output is a function of key, options and input bytes
 alone (no clock, no random numbers), so the same input always gives the same file.
 Only images that must be checked for burned-in text go through pydicom
-(:mod:`~pacs_workbench.deid.pixels`).
+(:mod:`~pacs_workbench.deid.pixels`). Values are decoded and encoded by
+:mod:`~pacs_workbench.deid.encoding`, the instance is checked by
+:mod:`~pacs_workbench.deid.instance`, and the keyed replacements below are
+:mod:`~pacs_workbench.deid.keyed`.
 
 Keyed and consistent, so files de-identified apart still fit together:
 

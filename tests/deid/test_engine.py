@@ -6,6 +6,7 @@ import io
 import re
 import struct
 from datetime import date
+from typing import Any
 
 import pydicom
 import pytest
@@ -67,7 +68,9 @@ def _load(data: bytes) -> Dataset:
 def _sources() -> dict[str, bytes]:
     out = {}
     for name in PYDICOM_FILES:
-        ds = pydicom.dcmread(get_testdata_file(name), force=True)
+        path = get_testdata_file(name)
+        assert isinstance(path, str), name
+        ds = pydicom.dcmread(path, force=True)
         out[name] = dataset_bytes(ds)
     spec = StudySpec(ALICE, "20200115", "ACC7781203")
     ct = make_ct_series(spec, 2)
@@ -86,7 +89,7 @@ def _values(value: object) -> list[str]:
     if isinstance(value, str | bytes | int | float):
         return [str(value)]
     try:
-        return [str(v) for v in value]  # type: ignore[union-attr]
+        return [str(v) for v in value]  # type: ignore[attr-defined]
     except TypeError:
         return [str(value)]
 
@@ -170,7 +173,7 @@ def test_actions_match_the_table(source: str, option_name: str) -> None:
     dst = _load(out.data)
     from pydicom._uid_dict import UID_dictionary
 
-    ctx = {
+    ctx: dict[str, Any] = {
         "key": KEY,
         "offset": date_offset_days(KEY, patient_identity(src)),
         "phi": collect_known_phi(src, include_institution=Option.RETAIN_INSTITUTION_ID not in options),

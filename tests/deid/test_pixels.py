@@ -8,6 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
+from pydicom.uid import UID
 
 from pacs_workbench.deid.engine import Deidentifier
 from pacs_workbench.deid.instance import DeidError, dataset_bytes
@@ -94,7 +95,7 @@ def test_fails_closed() -> None:
     dose = make_dose_screen(SPEC, rgb=False)
     dose.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\x00" * 60 + b"\xff\xd9"])
     dose["PixelData"].VR = "OB"
-    dose.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"
+    dose.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.70")
     with pytest.raises(DeidError, match="no pixel decoder"):
         deid.deidentify_bytes(dataset_bytes(dose))
     # unsupported photometric interpretation on an image to check

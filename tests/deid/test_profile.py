@@ -32,6 +32,12 @@ from pacs_workbench.deid.profile import (
 TABLES = Path(__file__).resolve().parents[2] / "pacs_workbench" / "deid" / "tables"
 
 
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    return int(tag)
+
+
 def test_table_is_2026c_with_delta_rows() -> None:
     rows = load_table()
     assert len(rows) == 656
@@ -143,23 +149,23 @@ def test_compound_codes_follow_the_attribute_type() -> None:
     assert resolve_compound("X/Z/U*", 1) == "U"
     assert resolve_compound("X/Z/U*", None) == "U"
     basic = Profile(frozenset())
-    acquisition_date = tag_for_keyword("AcquisitionDate")
+    acquisition_date = _tag("AcquisitionDate")
     assert basic.action(acquisition_date, "CT") == "X"  # Type 3 in CT
     assert basic.action(acquisition_date, None) == "Z"  # unknown IOD: conservative
-    serial = tag_for_keyword("DeviceSerialNumber")
+    serial = _tag("DeviceSerialNumber")
     assert basic.action(serial, "CT") == "X"
     assert basic.action(serial, "SEG") == "D"  # Type 1 in Enhanced General Equipment
-    assert basic.action(tag_for_keyword("OperatorsName"), "RTSTRUCT") == "Z"  # Type 2 in RT Series
-    source_images = tag_for_keyword("SourceImageSequence")
+    assert basic.action(_tag("OperatorsName"), "RTSTRUCT") == "Z"  # Type 2 in RT Series
+    source_images = _tag("SourceImageSequence")
     assert basic.action(source_images, "CT") == "X"
     assert basic.action(source_images, "SEG", nested=True) == "U"  # keep references in derivations
 
 
 def test_unlisted_private_and_repeating_groups() -> None:
     profile = Profile(RESEARCH_DEFAULT)
-    assert profile.action(tag_for_keyword("Rows")) == KEEP_LISTED
-    assert profile.action(tag_for_keyword("ReferencedSeriesSequence")) == KEEP_LISTED
-    assert profile.action(tag_for_keyword("CalibrationImage")) == REMOVE_UNLISTED
+    assert profile.action(_tag("Rows")) == KEEP_LISTED
+    assert profile.action(_tag("ReferencedSeriesSequence")) == KEEP_LISTED
+    assert profile.action(_tag("CalibrationImage")) == REMOVE_UNLISTED
     assert profile.action(0x60023000) == "X"  # Overlay Data, repeating group
     assert Profile(frozenset({Option.CLEAN_GRAPHICS})).action(0x60023000) == "C"
     assert profile.action(0x50040010) == "X"  # curve data
@@ -170,7 +176,7 @@ def test_unlisted_private_and_repeating_groups() -> None:
 
 
 def test_device_and_date_options_combine_to_clean() -> None:
-    calibration = tag_for_keyword("DateOfLastCalibration")
+    calibration = _tag("DateOfLastCalibration")
     assert Profile(frozenset({Option.RETAIN_DEVICE_ID})).action(calibration) == "K"
     both = Profile(frozenset({Option.RETAIN_DEVICE_ID, Option.RETAIN_LONG_MODIFIED_DATES}))
     assert both.action(calibration) == "C"
