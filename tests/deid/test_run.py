@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import pydicom
 import pytest
 
 from pacs_workbench.cli import main
+from pacs_workbench.core.files import sha256_file
 from pacs_workbench.core.pseudonym import generate_key
 from pacs_workbench.deid.audit import audit_folder
 from pacs_workbench.deid.engine import COUNT_FIELDS
@@ -30,7 +30,7 @@ from tests.deid.fixtures import (
 
 def _tree_digest(root: Path) -> dict[str, str]:
     return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
@@ -41,7 +41,7 @@ def test_every_input_is_accounted_for(extract: dict) -> None:
     files = [p for p in src.rglob("*") if p.is_file()]
     log = pd.read_parquet(dst / "deid_log.parquet")
     assert len(log) == len(files) == extract["summary"]["files"]
-    assert set(log["source_sha256"]) == {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    assert set(log["source_sha256"]) == {sha256_file(p) for p in files}
     assert {"source_sha256", "outcome", "output", "reason", *COUNT_FIELDS} <= set(log.columns)
     quarantined = log[log["outcome"] == "quarantined"]
     reasons = " | ".join(sorted(quarantined["reason"]))
