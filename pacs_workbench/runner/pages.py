@@ -198,6 +198,7 @@ def render_html(ipynb: Path, target: Path, notebook: Any = None) -> None:
 
 
 def _is_progress_output(output: Any) -> bool:
+    """A progress bar: carriage-return text on stderr, or a widget without an HTML fallback."""
     if output.get("output_type") == "stream" and output.get("name") == "stderr":
         text = output.get("text", "")
         return "%|" in text or "\r" in text
@@ -206,6 +207,7 @@ def _is_progress_output(output: Any) -> bool:
 
 
 def _title(notebook: Any, path: Path) -> str:
+    """The report's title: the notebook's first Markdown heading, else its file name."""
     for cell in notebook.cells:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
@@ -226,6 +228,7 @@ class Highlights:
 
 
 def _param_path(used: dict[str, dict[str, Any]], name: str, base: Path) -> Path | None:
+    """The folder a notebook of the run was given as parameter ``name``, if any was."""
     for values in used.values():
         if values.get(name):
             return base / str(values[name])
@@ -267,6 +270,7 @@ def collect_highlights(used: dict[str, dict[str, Any]], base: Path, out_dir: Pat
 
 
 def _plot_attrition(attrition: Any, target: Path) -> None:
+    """The run page's attrition figure: series and patients left after each criterion."""
     import matplotlib
 
     matplotlib.use("Agg")
