@@ -41,7 +41,7 @@ def write_params(target: Path, data_dir: Path, notebooks: list[Path], *, small_m
     """The default parameter file with its ``data/demo`` paths pointed at ``data_dir``."""
     params = retarget_params(data_dir, notebooks)
     if small_model:
-        params.setdefault("04_radiomics_model", {}).update(SMALL_MODEL)
+        params.setdefault("05_radiomics_model", {}).update(SMALL_MODEL)
     target.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return target
 

@@ -21,7 +21,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data_dir.mkdir()
     prepare_demo_data(data_dir, patients=PATIENTS, seed=3)
     params = retarget_params(data_dir)
-    params["04_radiomics_model"].update(SMALL_MODEL)
+    params["05_radiomics_model"].update(SMALL_MODEL)
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     result = run_notebooks(params_file, root / "reports", base_dir=root)

@@ -1,4 +1,4 @@
-"""Explain stage: the SHAP review of the modeling stage's fold models (notebook ``05_shap_review``).
+"""Explain stage: the SHAP review of the modeling stage's fold models (notebook ``06_shap_review``).
 
 Every case is explained, with exact TreeSHAP values, by the LightGBM model of the outer fold that
 held it out. From those contributions the stage builds what a reviewer needs:

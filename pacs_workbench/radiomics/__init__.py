@@ -1,6 +1,6 @@
 """Radiomics: IBSI-consistent features from image/mask cases, and risk models validated without leakage.
 
-Backs notebook ``04_radiomics_model`` and the ``pacs-workbench features`` and ``model`` commands.
+Backs notebook ``05_radiomics_model`` and the ``pacs-workbench features`` and ``model`` commands.
 
 * :func:`extract_features` (:mod:`.features`): pyradiomics over a case table, in parallel, cached
   per case (:mod:`.cache`), with parameter files loaded by :func:`load_radiomics_params`

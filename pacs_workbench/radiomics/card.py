@@ -3,7 +3,7 @@
 :func:`render_model_card` writes ``model_card.md`` from the content of ``metrics.json``: intended
 use, data (counts only, never identifiers), validation, out-of-fold performance with risk strata
 and decision curve, and limits. :func:`metrics_table` is the same headline metrics as a table
-(notebook 04 and the explain stage's review show it).
+(notebook 05 and the explain stage's review show it).
 """
 
 from __future__ import annotations

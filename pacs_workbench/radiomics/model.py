@@ -586,6 +586,6 @@ def summarize(
 # --- model card ----------------------------------------------------------------------------------
 
 
-# --- from features and cohort to a model table, and reading the results back (04_radiomics_model) ---
+# --- from features and cohort to a model table, and reading the results back (05_radiomics_model) ---
 
 

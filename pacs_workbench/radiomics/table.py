@@ -2,7 +2,7 @@
 
 Notebook 04 builds the table it models from the feature stage's output and the cohort
 (:func:`build_model_table`) and writes it as ``model_table.parquet`` in the features folder
-(:func:`write_model_table`), which the explain stage (notebook 05) reads. :func:`read_table`
+(:func:`write_model_table`), which the explain stage (notebook 06) reads. :func:`read_table`
 reads any case table given to ``pacs-workbench model``; :func:`select_feature_columns` decides
 which of its columns are candidate features and :func:`label_at_horizon` turns a time-to-event
 outcome into a binary one.
@@ -22,7 +22,7 @@ from pacs_workbench.core.files import write_atomic
 from pacs_workbench.radiomics.combat import ComBat
 
 MODEL_TABLE_FILE = "model_table.parquet"
-"""The model table's file name in the features folder (notebook 05's ``features_file`` reads it)."""
+"""The model table's file name in the features folder (notebook 06's ``features_file`` reads it)."""
 
 
 class ModelingError(ValueError):

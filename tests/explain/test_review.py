@@ -24,7 +24,7 @@ from pacs_workbench.explain.scanner import scanner_dependence
 from pacs_workbench.explain.shap import KEY_COLUMNS, ExplainError, explain_model
 from pacs_workbench.explain.truth import compare_with_truth
 
-NOTEBOOK = NOTEBOOK_DIR / "05_shap_review.ipynb"
+NOTEBOOK = NOTEBOOK_DIR / "06_shap_review.ipynb"
 
 
 def test_missing_folds_fail_clearly_or_skip_with_a_note(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_notebook_is_saved_without_outputs_and_has_literal_parameters() -> None:
 def test_notebook_runs_under_papermill(workspace: dict[str, Any], tmp_path: Path) -> None:
     root = workspace["root"]
     out_dir = tmp_path / "explain"
-    executed = tmp_path / "05_shap_review.ipynb"
+    executed = tmp_path / "06_shap_review.ipynb"
     pm.execute_notebook(
         str(NOTEBOOK),
         str(executed),
@@ -111,7 +111,7 @@ def test_notebook_runs_under_papermill(workspace: dict[str, Any], tmp_path: Path
 @pytest.mark.slow
 def test_notebook_before_the_modeling_stage_has_run(tmp_path: Path) -> None:
     """No model folder yet (e.g. a run too small to model): every section says so instead of failing."""
-    executed = tmp_path / "05_shap_review.ipynb"
+    executed = tmp_path / "06_shap_review.ipynb"
     pm.execute_notebook(
         str(NOTEBOOK),
         str(executed),

@@ -81,7 +81,7 @@ def test_model_table_takes_the_largest_latest_lesion_and_its_growth() -> None:
         build_model_table(features, cohort.drop(columns=["outcome"]))
 
 
-def test_write_model_table_writes_the_table_notebook_05_reads(tmp_path) -> None:
+def test_write_model_table_writes_the_table_notebook_06_reads(tmp_path) -> None:
     features, cases, cohort = _features_and_cohort()
     cases_file, cohort_file = tmp_path / "cases.parquet", tmp_path / "cohort.parquet"
     cases.to_parquet(cases_file, index=False)

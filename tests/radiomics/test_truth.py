@@ -1,4 +1,4 @@
-"""Notebook 04's score against the synthetic ground truth reads truth/patients.csv only."""
+"""Notebook 05's score against the synthetic ground truth reads truth/patients.csv only."""
 
 from __future__ import annotations
 
