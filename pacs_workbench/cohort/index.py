@@ -55,9 +55,7 @@ from pacs_workbench.cohort.index_sources import check_out, check_sources, index_
 from pacs_workbench.core.executor import default_workers, map_items
 from pacs_workbench.core.files import (
     TEMP_SUFFIX,
-    pid_alive,
     remove_stale_temp_files,
-    temp_file_owner,
     temp_prefix,
     write_atomic,
 )
@@ -142,7 +140,7 @@ def build_index(
     out_dir.mkdir(parents=True, exist_ok=True)
     had_files = (out_dir / INSTANCES_FILE).exists() or (out_dir / ERRORS_FILE).exists()
     previous = previous_index(out_dir)
-    _remove_stale_scratch(out_dir)
+    remove_stale_temp_files(out_dir)  # temp files, and DuckDB's spill folder of a killed run
     token = secrets.token_hex(4)
     scratch = {name: out_dir / f"{temp_prefix(out_dir / name)}{token}{TEMP_SUFFIX}" for name in _SCRATCH}
     options = _Options(workers, scheduler, chunk_size, progress)
@@ -249,15 +247,6 @@ def _summary(outcome: _Outcome, previous_state: str, elapsed: float) -> dict[str
         "elapsed_s": round(elapsed, 3),
         "files_per_s": round(counts["read"] / elapsed, 1) if elapsed > 0 else None,
     }
-
-
-def _remove_stale_scratch(out_dir: Path) -> None:
-    """Delete what a killed run left behind: temp files, and DuckDB's spill folder."""
-    for path in out_dir.glob(f".*{TEMP_SUFFIX}"):
-        owner = temp_file_owner(path)
-        if path.is_dir() and owner is not None and not pid_alive(owner):
-            shutil.rmtree(path, ignore_errors=True)
-    remove_stale_temp_files(out_dir)
 
 
 def _count_kinds(errors_path: Path) -> dict[str, int]:

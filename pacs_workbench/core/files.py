@@ -3,23 +3,26 @@
 Every stage writes through :func:`write_atomic`: the content goes to a temporary file in the
 target's folder, is flushed to disk and renamed over the target, so a reader (or a rerun after a
 kill) sees the old file or the new one, never a partial one. On any failure the temporary file is
-removed. Temporary files are named ``.<target>.<pid>-<random>.tmp``: the pid tells a killed run's
-leftovers (:func:`remove_stale_temp_files`) from the files of a run still writing.
+removed. Temporary files are named ``.<target>.<pid>-<random>.tmp`` (plus a suffix a writer may need,
+such as ``.nii.gz``): the pid tells a killed run's leftovers (:func:`remove_stale_temp_files`) from the
+files of a run still writing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 TEMP_SUFFIX = ".tmp"
-_TEMP_PID = re.compile(r"\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+_TEMP_PID = re.compile(r"\.(\d+)-[A-Za-z0-9_]+\.tmp(\.[A-Za-z0-9.]+)?$")
 _CHUNK = 1 << 20
 
 
@@ -38,7 +41,13 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object], *, mode: int | None = None) -> None:
+def write_atomic(
+    path: str | os.PathLike[str],
+    write: Callable[[Path], object],
+    *,
+    mode: int | None = None,
+    suffix: str = "",
+) -> None:
     """Call ``write(temp)`` for a temporary file beside ``path``, then rename it to ``path``.
 
     Parameters
@@ -50,10 +59,13 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object], 
     mode
         Permission bits of the result; by default what a plain ``open`` would give (``0o666``
         less the umask). Pass ``0o600`` for secrets.
+    suffix
+        Appended to the temporary name, for writers that choose the format by extension
+        (SimpleITK needs ``.nii.gz``).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX + suffix, dir=target.parent)
     os.close(fd)
     temp = Path(tmp)
     try:
@@ -82,6 +94,24 @@ def write_json_atomic(path: str | os.PathLike[str], payload: Any, **dumps: Any) 
     write_text_atomic(path, json.dumps(payload, **dumps))
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` as strict JSON data: NumPy scalars and arrays as Python ones, non-finite floats as ``None``.
+
+    Mapping keys become strings and sets sorted lists, so the same data always gives the same text.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return [json_ready(v) for v in sorted(value)]
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist"):  # NumPy scalars and arrays
+        return json_ready(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` still runs (a temp file it owns may still be written)."""
     try:
@@ -99,17 +129,22 @@ def temp_file_owner(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def remove_stale_temp_files(folder: str | os.PathLike[str], pattern: str = ".*.tmp") -> int:
-    """Delete the temporary files that a killed run left in ``folder``; those of live processes stay.
+def remove_stale_temp_files(folder: str | os.PathLike[str], pattern: str = ".*.tmp*") -> int:
+    """Delete the temporaries that a killed run left in ``folder``; those of live processes stay.
 
-    Returns the number of files removed.
+    A temporary folder (a query engine's spill directory named by :func:`temp_prefix`) goes too.
+    Returns the number of entries removed.
     """
     removed = 0
     for path in Path(folder).glob(pattern):
         owner = temp_file_owner(path)
-        if owner is not None and not pid_alive(owner):
+        if owner is None or pid_alive(owner):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
-            removed += 1
+        removed += 1
     return removed
 
 

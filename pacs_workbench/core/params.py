@@ -41,16 +41,28 @@ def load_params(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     file = Path(path) if path is not None else DEFAULT_PARAMS
     if not file.is_file():
         raise ParameterError(f"parameter file not found: {file}")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{file}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ParameterError(f"{file}: expected a mapping of sections, got {type(data).__name__}")
+    data = read_yaml_mapping(file, str(file), what="a mapping of sections")
     for section, values in data.items():
         if not isinstance(values, dict):
             raise ParameterError(f"{file}: section {section!r} must be a mapping")
     data.setdefault("shared", {})
+    return data
+
+
+def read_yaml_mapping(path: Path, name: str, *, what: str = "a mapping") -> dict[str, Any]:
+    """The YAML mapping in ``path`` (empty when the file is empty); ``name`` labels the errors.
+
+    Raises
+    ------
+    ParameterError
+        The file is not valid YAML, or holds something other than a mapping.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{name}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ParameterError(f"{name}: expected {what}, got {type(data).__name__}")
     return data
 
 
@@ -83,3 +95,113 @@ def reference_dir() -> Path | None:
     """The reference-data folder from ``PACS_WORKBENCH_REFERENCE``, or ``None`` when unset."""
     value = os.environ.get(REFERENCE_ENV)
     return Path(value) if value else None
+
+
+# =================================================================================================
+# The project root: what relative path parameters mean, wherever a notebook runs
+# =================================================================================================
+
+#: The project root when set; a run sets it for its kernels to the run's base folder.
+HOME_ENV = "PACS_WORKBENCH_HOME"
+#: Parameters named like this hold paths (the runner expresses them relative to the project root).
+PATH_SUFFIXES = ("_dir", "_file", "_path", "_list")
+
+
+class MissingInputError(FileNotFoundError):
+    """An input a notebook needs does not exist yet; the message says what to run first.
+
+    Jupyter shows it as its one sentence, without a traceback (IPython's ``_render_traceback_``).
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+def project_root() -> Path:
+    """The folder relative path parameters resolve against: ``PACS_WORKBENCH_HOME``, else the checkout.
+
+    Never the current directory: a kernel opened from JupyterLab's file browser starts in
+    ``notebooks/``, a papermill run or a script wherever it was started.
+    """
+    value = os.environ.get(HOME_ENV)
+    return Path(value).expanduser().absolute() if value else REPO_ROOT
+
+
+def project_path(value: str | os.PathLike[str] | None, root: str | os.PathLike[str] | None = None) -> Path | None:
+    """A path parameter as a path: absolute as given, relative against the project root.
+
+    Parameters
+    ----------
+    value
+        The parameter; ``""`` and ``None`` (an unset optional path) give ``None``.
+    root
+        Folder to resolve against; default :func:`project_root`.
+
+    A relative name of a file shipped with the workbench (``notebooks/params/...``) that the
+    project does not hold is the shipped file, so parameter files never carry an installation path.
+    """
+    if value is None or str(value) == "":
+        return None
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    base = Path(root) if root is not None else project_root()
+    resolved = Path(os.path.normpath(base / path))
+    if not resolved.exists() and is_shipped_file(path):
+        return REPO_ROOT / path
+    return resolved
+
+
+def project_paths(*values: str | os.PathLike[str] | None) -> tuple[Path | None, ...]:
+    """:func:`project_path` of each value, in order (a notebook's first cell unpacks them)."""
+    return tuple(project_path(value) for value in values)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project root when inside it: the sentence names no installation path."""
+    root = project_root()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _first_missing(paths: tuple[str | os.PathLike[str] | None, ...]) -> Path | None:
+    for value in paths:
+        path = project_path(value)
+        if path is not None and not path.exists():
+            return path
+    return None
+
+
+def require_inputs(*paths: str | os.PathLike[str] | None, run_first: str) -> None:
+    """Stop a notebook in its first section when an upstream output is missing.
+
+    Parameters
+    ----------
+    paths
+        The notebook's inputs (resolved by :func:`project_path`; empty ones are skipped).
+    run_first
+        The notebook that writes them (``01_cohort``).
+
+    Raises
+    ------
+    MissingInputError
+        One sentence naming the missing input and the notebook to run first.
+    """
+    missing = _first_missing(paths)
+    if missing is not None:
+        raise MissingInputError(f"{_shown(missing)} does not exist yet: run notebooks/{run_first}.ipynb first.")
+
+
+def require_data(*paths: str | os.PathLike[str] | None) -> None:
+    """Stop the first notebook when the extract is missing: there is no data yet, and ``make demo`` makes it.
+
+    Raises
+    ------
+    MissingInputError
+        One line saying so, naming the missing folder.
+    """
+    missing = _first_missing(paths)
+    if missing is not None:
+        raise MissingInputError(
+            f"There is no data yet ({_shown(missing)} does not exist): `make demo` makes the synthetic demo "
+            "extract, or point the parameters at your own."
+        )

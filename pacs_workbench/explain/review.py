@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pacs_workbench.core.files import sha256_file, write_atomic, write_text_atomic
+from pacs_workbench.core.files import json_ready, sha256_file, write_atomic, write_text_atomic
 from pacs_workbench.core.fmt import format_number
 from pacs_workbench.explain.cases import (
     CaseExplanation,
@@ -159,19 +158,6 @@ def fingerprint(model_dir: str | os.PathLike[str], method: str) -> str:
         total.update(file.name.encode())
         total.update(sha256_file(file).encode() if file.is_file() else b"missing")
     return total.hexdigest()
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with NumPy scalars as Python ones and non-finite floats as ``None`` (JSON ``null``)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _load_cached(out: Path, key: str) -> Explanations | None:

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pacs_workbench.core.files import write_text_atomic
+from pacs_workbench.core.files import json_ready, write_text_atomic
 from pacs_workbench.explain.families import FAMILIES, feature_family, short_name
 from pacs_workbench.explain.importance import family_contributions, importance_table
-from pacs_workbench.explain.review import ShapReview, json_ready
+from pacs_workbench.explain.review import ShapReview
 from pacs_workbench.explain.shap import ExplainError, Explanations
 
 DRIVER_FAMILIES: dict[str, tuple[str, ...]] = {

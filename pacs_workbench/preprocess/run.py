@@ -74,21 +74,8 @@ def _digests(paths: Sequence[str], known: dict[str, str]) -> tuple[list[str], di
 
 
 def _write_image(image: sitk.Image, target: Path) -> None:
-    """Write a compressed NIfTI file atomically.
-
-    SimpleITK picks its writer by the file name, so the image is written to the temporary name
-    plus the target's suffix and moved onto the temporary file that :func:`write_atomic` renames.
-    """
-
-    def write(temp: Path) -> None:
-        named = temp.with_name(temp.name + ".nii.gz")
-        try:
-            sitk.WriteImage(image, str(named), useCompression=True)
-            os.replace(named, temp)
-        finally:
-            named.unlink(missing_ok=True)
-
-    write_atomic(target, write)
+    """Write a compressed NIfTI file atomically (SimpleITK picks its writer by the file name)."""
+    write_atomic(target, lambda temp: sitk.WriteImage(image, str(temp), useCompression=True), suffix=".nii.gz")
 
 
 def _remove_outputs(volumes: Path, case_id: str) -> None:

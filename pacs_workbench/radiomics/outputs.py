@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import joblib
-import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from sklearn.pipeline import Pipeline
 
-from pacs_workbench.core.files import write_atomic, write_bytes_atomic, write_text_atomic
+from pacs_workbench.core.files import json_ready, write_atomic, write_bytes_atomic, write_text_atomic
 from pacs_workbench.radiomics.card import render_model_card
 from pacs_workbench.radiomics.transformers import RadiomicsPreprocessor
 
@@ -30,33 +28,12 @@ from pacs_workbench.radiomics.transformers import RadiomicsPreprocessor
 def write_results(out: Path, predictions: pd.DataFrame, metrics: dict[str, Any]) -> None:
     """``predictions.parquet``, ``metrics.json`` and ``model_card.md`` in ``out``."""
     _write_parquet(out / "predictions.parquet", predictions)
-    write_text_atomic(out / "metrics.json", json.dumps(_clean_json(metrics), indent=2, default=_json_default))
+    write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2, default=str))
     write_text_atomic(out / "model_card.md", render_model_card(metrics))
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     write_atomic(path, lambda temp: frame.to_parquet(temp, index=False))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _clean_json(value: Any) -> Any:
-    """NaN/inf to ``null`` so metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean_json(v) for v in value]
-    if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
-        return None
-    return value
 
 
 def fold_records(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,9 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pacs_workbench.core.params import NOTEBOOK_DIR, ParameterError, shipped_file
+from pacs_workbench.core.params import NOTEBOOK_DIR, ParameterError, read_yaml_mapping, shipped_file
 
 PARAMS_DIR = NOTEBOOK_DIR / "params" / "radiomics"
 """Shipped pyradiomics parameter files (``ct_default.yaml``, ``mr_default.yaml``, ...)."""
@@ -51,12 +49,7 @@ def load_radiomics_params(
     path = shipped_file(params_file)
     if not path.is_file():
         raise ParameterError(f"radiomics parameter file not found: {params_file}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{path.name}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ParameterError(f"{path.name}: expected a mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, path.name)
     if overrides:
         data = copy.deepcopy(data)
         settings = data.get("setting") or {}

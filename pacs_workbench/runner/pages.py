@@ -35,7 +35,6 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 SHOW_CODE_TAG = "show-code"
 HIDE_INPUT_TAG = "hide-input"
 #: Written by ``02_deid_audit`` into the de-identified folder: the audit's JSON summary (counts only).
-AUDIT_SUMMARY = "audit_summary.json"
 VERSIONED_PACKAGES = [
     "pacs-workbench",
     "pydicom",
@@ -248,6 +247,8 @@ def collect_highlights(used: dict[str, dict[str, Any]], base: Path, out_dir: Pat
         last = attrition.iloc[-1]
         found.attrition_final = {k: int(last[k]) for k in ("patients", "studies", "series") if k in attrition}
     deid_dir = _param_path(used, "deid_dir", base)
+    from pacs_workbench.deid.report import AUDIT_SUMMARY  # the file name belongs to the stage that writes it
+
     if deid_dir is not None and (deid_dir / AUDIT_SUMMARY).is_file():
         audit = json.loads((deid_dir / AUDIT_SUMMARY).read_text(encoding="utf-8"))
         found.audit = {k: audit[k] for k in ("ok", "n_findings", "files_checked", "checks") if k in audit}
