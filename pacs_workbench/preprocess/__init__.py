@@ -8,7 +8,9 @@ Backs notebook ``03_preprocessing``.
 
 * :func:`load_series` / :func:`inspect_series` (:mod:`.series`, checks in :mod:`.checks`, headers
   in :mod:`.headers`): series to volume with geometry checks; invalid series raise
-  :class:`SeriesError`.
+  :class:`SeriesError`. Enhanced multi-frame images (Enhanced CT/MR, Legacy Converted Enhanced)
+  are checked frame by frame and read with highdicom (:mod:`.enhanced`); :func:`load_volumes`
+  gives one volume per stack or time point.
 * :func:`load_mask` (:mod:`.masks`): DICOM SEG (highdicom), RTSTRUCT (contours rasterized on voxel
   centres, even-odd rule) or a NIfTI/NRRD label map, onto the image's grid.
 * :func:`preprocess_image` (:mod:`.image`, grids in :mod:`.grid`): resampling (IBSI grid
@@ -51,7 +53,7 @@ from pacs_workbench.preprocess.qc import (
     spacing_summary,
 )
 from pacs_workbench.preprocess.run import CASES_COLUMNS, preprocess_cases, process_case, resolve_path
-from pacs_workbench.preprocess.series import SeriesError, inspect_series, load_series, read_series
+from pacs_workbench.preprocess.series import SeriesError, inspect_series, load_series, load_volumes, read_series
 from pacs_workbench.preprocess.viewer import case_viewer, slice_viewer
 
 __all__ = [
@@ -75,6 +77,7 @@ __all__ = [
     "inspect_series",
     "load_mask",
     "load_series",
+    "load_volumes",
     "mask_summary",
     "montage_cases",
     "montage_inputs",

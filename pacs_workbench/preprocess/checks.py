@@ -54,6 +54,10 @@ class SeriesReport:
     GantryDetectorTilt: float | None = None
     oblique: bool = False
     tilt_corrected: bool = False
+    # Stacks or time points of an enhanced multi-frame image ("StackID=1,TemporalPositionIndex=2"),
+    # each its own volume, and the one the volume was built from.
+    frame_groups: list[str] = field(default_factory=list)
+    frame_group: str = ""
     size: tuple[int, int, int] | None = None
     spacing: tuple[float, float, float] | None = None
     origin: tuple[float, float, float] | None = None
@@ -101,6 +105,8 @@ class SlicePlan:
     intercepts: list[float]
     # In-plane offsets (mm along x and y) of each slice relative to the first; zero unless tilted.
     shifts_mm: list[tuple[float, float]]
+    # 1-based frame of each slice in an enhanced multi-frame file; ``None`` for single-frame files.
+    frames: list[int | None]
     size: tuple[int, int, int]
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
@@ -170,11 +176,55 @@ def _check_localizers(report: SeriesReport, records: Sequence[HeaderRecord]) -> 
     return slices
 
 
+def frame_group_label(record: HeaderRecord) -> str:
+    """Which stack and time point of an enhanced image a frame belongs to (``''`` for single frames)."""
+    parts = []
+    if record.StackID:
+        parts.append(f"StackID={record.StackID}")
+    if record.TemporalPositionIndex is not None:
+        parts.append(f"TemporalPositionIndex={record.TemporalPositionIndex}")
+    return ",".join(parts)
+
+
+def expand_frames(records: Sequence[HeaderRecord]) -> list[HeaderRecord]:
+    """Enhanced multi-frame files replaced by their frames, so every rule sees frames as slices."""
+    return [frame for record in records for frame in (record.frames or (record,))]
+
+
+def _check_frame_groups(
+    report: SeriesReport, slices: Sequence[HeaderRecord], frame_group: str | None
+) -> list[HeaderRecord] | None:
+    """One stack and time point of an enhanced image: the one asked for, or the only one."""
+    labels = sorted({frame_group_label(r) for r in slices if r.frame_number is not None})
+    report.frame_groups = labels
+    if frame_group is None and len(labels) > 1:
+        shown = ", ".join(labels[:4]) + (", ..." if len(labels) > 4 else "")
+        report.errors.append(
+            f"the enhanced image holds {len(labels)} stacks or temporal positions ({shown}); "
+            "each is its own volume: choose one (frame_group)"
+        )
+        report.flag("multi_stack")
+        return None
+    if frame_group is None:
+        report.frame_group = labels[0] if labels else ""
+        return list(slices)
+    kept = [r for r in slices if r.frame_number is not None and frame_group_label(r) == frame_group]
+    if not kept:
+        report.errors.append(f"no frames of {frame_group} (the image has {', '.join(labels) or 'no frame groups'})")
+        report.flag("multi_stack")
+        return None
+    report.frame_group = frame_group
+    return kept
+
+
 def _check_slice_geometry(report: SeriesReport, slices: Sequence[HeaderRecord]) -> bool:
-    """Single-frame images, each with position, orientation and pixel spacing."""
+    """Single-frame images or frames, each with position, orientation and pixel spacing."""
     if any(r.NumberOfFrames > 1 for r in slices):
-        report.errors.append("multi-frame (enhanced) images are not supported as series")
-        report.flag("multiframe")
+        report.errors.append(
+            "multi-frame image without Per-frame Functional Groups: its frames have no Plane Position/"
+            "Orientation of their own, so they cannot be placed in a volume"
+        )
+        report.flag("multiframe_no_geometry")
         return False
     no_geometry = [r for r in slices if r.ImagePositionPatient is None or r.ImageOrientationPatient is None]
     if no_geometry:
@@ -248,7 +298,8 @@ def _positions(
     """Slices sorted along the normal, grouped by shared position, and each position's distance."""
     # Ties resolved by SOP UID only to make the order deterministic.
     ordered = sorted(
-        slices, key=lambda r: (float(np.dot(r.ImagePositionPatient, normal)), r.SOPInstanceUID)  # type: ignore[arg-type]
+        slices,
+        key=lambda r: (float(np.dot(r.ImagePositionPatient, normal)), r.SOPInstanceUID, r.frame_number or 0),  # type: ignore[arg-type]
     )
     distances = np.array([float(np.dot(r.ImagePositionPatient, normal)) for r in ordered])  # type: ignore[arg-type]
     positions: list[list[HeaderRecord]] = [[ordered[0]]]
@@ -274,7 +325,7 @@ def _check_duplicates(
         if len(phases) > 1:
             report.warnings.append(f"{len(phases)} acquisition/phase attribute combinations, no shared positions")
         return positions
-    same_instance = all(len({r.SOPInstanceUID for r in group}) == 1 for group in repeated)
+    same_instance = all(len({(r.SOPInstanceUID, r.frame_number) for r in group}) == 1 for group in repeated)
     group_phases = [{_phase_key(r) for r in group} for group in repeated]
     if same_instance:
         dropped = sum(len(group) - 1 for group in repeated)
@@ -395,6 +446,7 @@ def _plan(report: SeriesReport, stack: _Stack, first: HeaderRecord, shifts: list
         slopes=[r.RescaleSlope for r in used],
         intercepts=[r.RescaleIntercept for r in used],
         shifts_mm=shifts,
+        frames=[r.frame_number for r in used],
         size=size,
         spacing=spacing,
         origin=report.origin,
@@ -402,9 +454,14 @@ def _plan(report: SeriesReport, stack: _Stack, first: HeaderRecord, shifts: list
     )
 
 
-def _checked_slices(report: SeriesReport, records: Sequence[HeaderRecord]) -> list[HeaderRecord] | None:
-    """The per-file checks: localizers left out, geometry present, one orientation and matrix."""
-    slices = _check_localizers(report, records)
+def _checked_slices(
+    report: SeriesReport, records: Sequence[HeaderRecord], frame_group: str | None = None
+) -> list[HeaderRecord] | None:
+    """The per-file (per-frame) checks: localizers left out, one stack and time point, geometry
+    present, one orientation and matrix."""
+    slices = _check_localizers(report, expand_frames(records))
+    if slices is not None:
+        slices = _check_frame_groups(report, slices, frame_group)
     if slices is None or not _check_slice_geometry(report, slices) or not _check_orientation(report, slices):
         return None
     return slices if _check_matrix(report, slices, records[0]) else None
@@ -417,11 +474,14 @@ def inspect_headers(
     spacing_tolerance: float = 0.01,
     tilt_tolerance_deg: float = 0.05,
     min_slices: int = 2,
+    frame_group: str | None = None,
 ) -> tuple[SeriesReport, SlicePlan | None]:
     """Check the headers of one series and plan its volume.
 
+    Enhanced multi-frame images are checked frame by frame, their frames standing in for slices.
     The checks run in order and the first that excludes the series ends them: localizers,
-    slice geometry, orientation, matrix and frame of reference, perpendicular axes, duplicate
+    stacks and time points of an enhanced image, slice geometry,
+    orientation, matrix and frame of reference, perpendicular axes, duplicate
     positions and phases, slice count, slice spacing, gantry tilt.
 
     Parameters
@@ -438,6 +498,9 @@ def inspect_headers(
     min_slices
         Fewer slices than this cannot make a 3D volume (never fewer than 2: one position gives no
         slice spacing).
+    frame_group
+        The stack and time point of an enhanced image to build (one of ``report.frame_groups``,
+        see :func:`frame_group_label`); needed when it holds more than one.
 
     Returns
     -------
@@ -451,7 +514,7 @@ def inspect_headers(
         return report, None
     first = records[0]
     _describe(report, records)
-    slices = _checked_slices(report, records)
+    slices = _checked_slices(report, records, frame_group)
     axes = _slice_axes(report, slices) if slices is not None else None
     if slices is None or axes is None:
         return report, None

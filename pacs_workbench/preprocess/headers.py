@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,12 @@ class HeaderRecord:
     has_pixels: bool
     referenced_series: tuple[str, ...] = ()
     segment_numbers: tuple[int, ...] = ()
+    # Enhanced multi-frame images: one record per frame (geometry from the functional groups), each
+    # with its 1-based frame number and the dimensions that tell stacks and time points apart.
+    frames: tuple[HeaderRecord, ...] = ()
+    frame_number: int | None = None
+    StackID: str = ""
+    TemporalPositionIndex: int | None = None
 
     @property
     def is_image(self) -> bool:
@@ -125,8 +131,60 @@ def _segment_numbers(ds: pydicom.Dataset) -> tuple[int, ...]:
     return tuple(sorted(set(numbers)))
 
 
+def _frame_group(shared: Any, per_frame: Any, keyword: str) -> Any:
+    """The first item of a functional group macro, per frame when there, else shared."""
+    for groups in (per_frame, shared):
+        items = groups.get(keyword) if groups is not None else None
+        if items:
+            return items[0]
+    return None
+
+
+def _frame_records(ds: pydicom.Dataset, base: HeaderRecord) -> tuple[HeaderRecord, ...]:
+    """One record per frame of an enhanced multi-frame image, from its functional groups.
+
+    Geometry comes from (0020,9113) Plane Position Sequence, (0020,9116) Plane Orientation
+    Sequence and (0028,9110) Pixel Measures Sequence, the rescale from (0028,9145) Pixel Value
+    Transformation Sequence and the stack and time point from (0020,9111) Frame Content
+    Sequence, each per frame when present there, else shared. Empty when the image has no
+    (5200,9230) Per-frame Functional Groups Sequence.
+    """
+    shared_items = ds.get("SharedFunctionalGroupsSequence") or [None]
+    shared = shared_items[0]
+    per_frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+    records: list[HeaderRecord] = []
+    for number, per_frame in enumerate(per_frames, start=1):
+        position = _frame_group(shared, per_frame, "PlanePositionSequence")
+        orientation = _frame_group(shared, per_frame, "PlaneOrientationSequence")
+        measures = _frame_group(shared, per_frame, "PixelMeasuresSequence")
+        rescale = _frame_group(shared, per_frame, "PixelValueTransformationSequence")
+        content = _frame_group(shared, per_frame, "FrameContentSequence")
+        slope = to_float(rescale.get("RescaleSlope")) if rescale is not None else None
+        intercept = to_float(rescale.get("RescaleIntercept")) if rescale is not None else None
+        records.append(
+            replace(
+                base,
+                ImagePositionPatient=_vector(position.get("ImagePositionPatient"), 3) if position else None,  # type: ignore[arg-type]
+                ImageOrientationPatient=_vector(orientation.get("ImageOrientationPatient"), 6) if orientation else None,
+                PixelSpacing=_vector(measures.get("PixelSpacing"), 2) if measures else None,  # type: ignore[arg-type]
+                SliceThickness=to_float(measures.get("SliceThickness")) if measures else None,
+                RescaleSlope=base.RescaleSlope if slope is None else slope,
+                RescaleIntercept=base.RescaleIntercept if intercept is None else intercept,
+                NumberOfFrames=1,
+                frame_number=number,
+                StackID=str(content.get("StackID", "") or "").strip() if content else "",
+                TemporalPositionIndex=to_int(content.get("TemporalPositionIndex")) if content else None,
+                InstanceNumber=number,
+            )
+        )
+    return tuple(records)
+
+
 def header_from_dataset(ds: pydicom.Dataset, path: str) -> HeaderRecord:
-    """Extract a :class:`HeaderRecord` from a dataset read with or without pixel data."""
+    """Extract a :class:`HeaderRecord` from a dataset read with or without pixel data.
+
+    An enhanced multi-frame image gets one record for the file and, in ``frames``, one per frame.
+    """
     image_type = ds.get("ImageType", [])
     if isinstance(image_type, str):
         image_type = [image_type]
@@ -137,7 +195,7 @@ def header_from_dataset(ds: pydicom.Dataset, path: str) -> HeaderRecord:
         ds.get("Rows") is not None and ds.get("Columns") is not None and ds.get("BitsAllocated") is not None
     )
     modality = _str(ds, "Modality").upper()
-    return HeaderRecord(
+    record = HeaderRecord(
         path=str(path),
         SOPInstanceUID=_str(ds, "SOPInstanceUID"),
         SeriesInstanceUID=_str(ds, "SeriesInstanceUID"),
@@ -170,6 +228,11 @@ def header_from_dataset(ds: pydicom.Dataset, path: str) -> HeaderRecord:
         referenced_series=_referenced_series(ds) if modality in ("SEG", "RTSTRUCT") else (),
         segment_numbers=_segment_numbers(ds) if modality in ("SEG", "RTSTRUCT") else (),
     )
+    if record.NumberOfFrames > 1 and record.has_pixels:
+        frames = _frame_records(ds, record)
+        if frames:
+            record = replace(record, frames=frames)
+    return record
 
 
 # What header_from_dataset reads; parsing only these keeps crawls of large trees fast.
@@ -180,7 +243,8 @@ HEADER_KEYWORDS = (
     "NumberOfFrames", "SliceThickness", "GantryDetectorTilt", "InstanceNumber", "AcquisitionNumber",
     "TemporalPositionIdentifier", "EchoNumbers", "TriggerTime", "ImagesInAcquisition", "RescaleSlope",
     "RescaleIntercept", "ReferencedSeriesSequence", "ReferencedFrameOfReferenceSequence", "SegmentSequence",
-    "ROIContourSequence", "PixelData", "FloatPixelData", "DoubleFloatPixelData",
+    "ROIContourSequence", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "PixelData",
+    "FloatPixelData", "DoubleFloatPixelData",
 )
 
 

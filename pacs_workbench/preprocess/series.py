@@ -5,7 +5,9 @@ one slice per position, even spacing along the slice normal, a stack perpendicul
 the slices (no gantry tilt) and no second acquisition or phase interleaved. The checks
 run on headers alone (:func:`~pacs_workbench.preprocess.checks.inspect_headers`), so a whole
 tree can be screened without reading pixels; :func:`read_series` then builds the image from
-the plan the checks produced. A series that fails is reported with its reason (:class:`SeriesError`), never
+the plan the checks produced. An enhanced multi-frame image is one file holding the series: its
+frames stand in for slices in the checks, and :mod:`~pacs_workbench.preprocess.enhanced` reads
+them. A series that fails is reported with its reason (:class:`SeriesError`), never
 forced into a volume.
 
 Conventions: slices are sorted by (0020,0032) Image Position (Patient) projected on the
@@ -67,6 +69,7 @@ def inspect_series(
     correct_tilt: bool = False,
     spacing_tolerance: float = 0.01,
     min_slices: int = 2,
+    frame_group: str | None = None,
 ) -> SeriesReport:
     """Run the per-series checks on the headers in ``folder`` without reading pixel data.
 
@@ -80,7 +83,7 @@ def inspect_series(
         Folder with the series' files (searched recursively), or a list of files.
     series_uid
         Which series, when the folder holds more than one.
-    correct_tilt, spacing_tolerance, min_slices
+    correct_tilt, spacing_tolerance, min_slices, frame_group
         See :func:`~pacs_workbench.preprocess.checks.inspect_headers`.
     """
     skipped: list[str] = []
@@ -93,7 +96,8 @@ def inspect_series(
             report.flag("mixed_series")
             return _note_skipped(report, skipped)
     report, _ = inspect_headers(
-        records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices
+        records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices,
+        frame_group=frame_group,
     )
     return _note_skipped(report, skipped)
 
@@ -126,8 +130,12 @@ def read_series(
     correct_tilt: bool = False,
     spacing_tolerance: float = 0.01,
     min_slices: int = 2,
+    frame_group: str | None = None,
 ) -> tuple[sitk.Image, SeriesReport]:
     """Build the volume of a series and return it with its report.
+
+    ``frame_group`` picks one stack or time point of an enhanced multi-frame image (see
+    :func:`~pacs_workbench.preprocess.checks.inspect_headers`).
 
     Raises
     ------
@@ -143,7 +151,8 @@ def read_series(
         raise SeriesError(report.reason, report)
     try:
         image, report = volume_from_headers(
-            records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices
+            records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices,
+            frame_group=frame_group,
         )
     except SeriesError as exc:
         if exc.report is not None:
@@ -158,8 +167,12 @@ def volume_from_headers(
     correct_tilt: bool = False,
     spacing_tolerance: float = 0.01,
     min_slices: int = 2,
+    frame_group: str | None = None,
 ) -> tuple[sitk.Image, SeriesReport]:
     """Check one series' headers and, when valid, read its pixels into a volume.
+
+    Frames of enhanced multi-frame images are read by
+    :func:`~pacs_workbench.preprocess.enhanced.read_enhanced_frames`.
 
     Raises
     ------
@@ -167,10 +180,40 @@ def volume_from_headers(
         When the checks exclude the series or its pixels cannot be decoded.
     """
     report, plan = inspect_headers(
-        records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices
+        records, correct_tilt=correct_tilt, spacing_tolerance=spacing_tolerance, min_slices=min_slices,
+        frame_group=frame_group,
     )
     if plan is None:
         raise SeriesError(report.reason or "series cannot form a volume", report)
+    enhanced = any(frame is not None for frame in plan.frames)
+    volume = _enhanced_pixels(plan, report) if enhanced else _slice_pixels(plan, report)
+    if report.tilt_corrected:
+        _undo_shear(volume, plan)
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing(plan.spacing)
+    image.SetOrigin(plan.origin)
+    image.SetDirection(plan.direction)
+    image.SetMetaData(META_SERIES_UID, report.SeriesInstanceUID)
+    image.SetMetaData(META_FRAME_OF_REFERENCE_UID, report.FrameOfReferenceUID)
+    image.SetMetaData(META_MODALITY, report.Modality)
+    image.SetMetaData(META_MANUFACTURER, report.Manufacturer)
+    return image, report
+
+
+def _enhanced_pixels(plan: SlicePlan, report: SeriesReport) -> np.ndarray:
+    """The frames of enhanced multi-frame image(s), in the plan's order."""
+    from pacs_workbench.preprocess.enhanced import read_enhanced_frames
+
+    try:
+        return read_enhanced_frames(plan)
+    except Exception as exc:
+        report.errors.append(f"frame pixel data unreadable ({scrub_paths(type(exc).__name__)})")
+        report.flag("unreadable_pixels")
+        raise SeriesError(report.reason, report) from None
+
+
+def _slice_pixels(plan: SlicePlan, report: SeriesReport) -> np.ndarray:
+    """The slices of a classic series, rescaled, in the plan's order."""
     nx, ny, nz = plan.size
     volume = np.empty((nz, ny, nx), dtype=np.float32)
     for k, (path, slope, intercept) in enumerate(zip(plan.paths, plan.slopes, plan.intercepts, strict=True)):
@@ -188,17 +231,7 @@ def volume_from_headers(
         if not rescaled:
             values = values * slope + intercept
         volume[k] = values.astype(np.float32)
-    if report.tilt_corrected:
-        _undo_shear(volume, plan)
-    image = sitk.GetImageFromArray(volume)
-    image.SetSpacing(plan.spacing)
-    image.SetOrigin(plan.origin)
-    image.SetDirection(plan.direction)
-    image.SetMetaData(META_SERIES_UID, report.SeriesInstanceUID)
-    image.SetMetaData(META_FRAME_OF_REFERENCE_UID, report.FrameOfReferenceUID)
-    image.SetMetaData(META_MODALITY, report.Modality)
-    image.SetMetaData(META_MANUFACTURER, report.Manufacturer)
-    return image, report
+    return volume
 
 
 def _undo_shear(volume: np.ndarray, plan: SlicePlan) -> None:
@@ -219,8 +252,13 @@ def load_series(
     series_uid: str | None = None,
     *,
     correct_tilt: bool = False,
+    frame_group: str | None = None,
 ) -> sitk.Image:
     """Load the series in ``folder`` as a float32 ``SimpleITK.Image`` with its DICOM geometry.
+
+    Classic single-frame series and enhanced multi-frame images (Enhanced CT/MR, Legacy
+    Converted Enhanced) alike; see :func:`load_volumes` for an enhanced image with several
+    stacks or time points.
 
     Parameters
     ----------
@@ -230,6 +268,9 @@ def load_series(
         (0020,000E) Series Instance UID to pick when the folder holds several series.
     correct_tilt
         Undo gantry tilt by in-plane shifts instead of refusing the series.
+    frame_group
+        The stack and time point of an enhanced image, as ``SeriesReport.frame_groups`` names
+        them (``"StackID=1,TemporalPositionIndex=2"``); needed when it holds more than one.
 
     Returns
     -------
@@ -243,8 +284,35 @@ def load_series(
     SeriesError
         With the reason when the series cannot form a valid volume.
     """
-    image, _ = read_series(folder, series_uid, correct_tilt=correct_tilt)
+    image, _ = read_series(folder, series_uid, correct_tilt=correct_tilt, frame_group=frame_group)
     return image
+
+
+def load_volumes(
+    folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    series_uid: str | None = None,
+    *,
+    correct_tilt: bool = False,
+) -> dict[str, sitk.Image]:
+    """Every volume of a series: one per stack and time point of an enhanced image.
+
+    Returns
+    -------
+    dict
+        Frame group label (``''`` for a classic series or a single-stack image) to volume.
+
+    Raises
+    ------
+    SeriesError
+        With the reason when a stack or the series cannot form a valid volume.
+    """
+    report = inspect_series(folder, series_uid, correct_tilt=correct_tilt, frame_group=None)
+    groups = report.frame_groups if "multi_stack" in report.flags else [None]
+    volumes: dict[str, sitk.Image] = {}
+    for group in groups:
+        image, _ = read_series(folder, series_uid, correct_tilt=correct_tilt, frame_group=group)
+        volumes[group or ""] = image
+    return volumes
 
 
 def meta_value(image: sitk.Image, key: str) -> str:
