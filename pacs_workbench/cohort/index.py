@@ -57,7 +57,7 @@ from pacs_workbench.core.files import (
     TEMP_SUFFIX,
     remove_stale_temp_files,
     temp_prefix,
-    write_atomic,
+    write_together,
 )
 
 CHUNK_SIZE = 256  # paths per task: large enough to amortize a process round trip
@@ -169,10 +169,7 @@ def _write_both(out_dir: Path, fill: Callable[[Path, Path], None]) -> None:
     ``errors.parquet`` is renamed first, then ``instances.parquet``; when anything fails,
     neither is replaced and both temporary files are removed.
     """
-    write_atomic(
-        out_dir / INSTANCES_FILE,
-        lambda instances: write_atomic(out_dir / ERRORS_FILE, lambda errors: fill(instances, errors)),
-    )
+    write_together([out_dir / ERRORS_FILE, out_dir / INSTANCES_FILE], lambda temps: fill(temps[1], temps[0]))
 
 
 def _fill(

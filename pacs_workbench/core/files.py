@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +63,41 @@ def write_atomic(
         Appended to the temporary name, for writers that choose the format by extension
         (SimpleITK needs ``.nii.gz``).
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX + suffix, dir=target.parent)
-    os.close(fd)
-    temp = Path(tmp)
+    write_together([path], lambda temps: write(temps[0]), mode=mode, suffix=suffix)
+
+
+def write_together(
+    paths: Sequence[str | os.PathLike[str]],
+    write: Callable[[list[Path]], object],
+    *,
+    mode: int | None = None,
+    suffix: str = "",
+) -> None:
+    """Write several files so that either all are replaced or none is.
+
+    ``write(temps)`` gets one temporary file beside each target, in the order given; only when it
+    has returned and every file is on disk are they renamed into place, in that order. On any
+    failure every temporary file is removed and no target is touched. See :func:`write_atomic`
+    for ``mode`` and ``suffix``.
+    """
+    targets = [Path(path) for path in paths]
+    temps: list[Path] = []
     try:
-        write(temp)
-        with open(temp, "rb+") as handle:  # the bytes reach the disk before the name does
-            os.fsync(handle.fileno())
-        os.chmod(temp, _DEFAULT_MODE if mode is None else mode)
-        os.replace(temp, target)
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX + suffix, dir=target.parent)
+            os.close(fd)
+            temps.append(Path(tmp))
+        write(list(temps))
+        for temp in temps:
+            with open(temp, "rb+") as handle:  # the bytes reach the disk before the names do
+                os.fsync(handle.fileno())
+            os.chmod(temp, _DEFAULT_MODE if mode is None else mode)
+        for temp, target in zip(temps, targets, strict=True):
+            os.replace(temp, target)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        for temp in temps:
+            temp.unlink(missing_ok=True)
         raise
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ import pyarrow.parquet as pq
 
 from pacs_workbench import __version__
 from pacs_workbench.core.executor import map_items
-from pacs_workbench.core.files import TEMP_SUFFIX, remove_stale_temp_files, sha256_file, temp_prefix
+from pacs_workbench.core.files import remove_stale_temp_files, sha256_file, write_together
 from pacs_workbench.radiomics.cache import (
     CacheMode,
     cache_file,
@@ -536,37 +535,27 @@ def _assemble(
 def _write_parquet_set(parts: Sequence[tuple[pd.DataFrame, Path, Mapping[bytes, str]]]) -> None:
     """Write several Parquet files so that either all are replaced or none is.
 
-    Each goes to a temporary file next to its target first (named as
-    :func:`pacs_workbench.core.files.write_atomic` names them, so
-    :func:`~pacs_workbench.core.files.remove_stale_temp_files` clears a killed run's leftovers);
-    only when every one is complete are they renamed into place, so a failure (a full disk)
-    never pairs a new table with old sidecars. Raises :class:`OutputWriteError` (temporary
-    files removed) when writing fails.
+    Through :func:`pacs_workbench.core.files.write_together`, so a failure (a full disk) never pairs
+    a new table with old sidecars. Raises :class:`OutputWriteError` (temporary files removed) when
+    writing fails.
     """
-    written: list[tuple[Path, Path]] = []
+    tables = []
+    for frame, _, metadata in parts:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        merged = dict(table.schema.metadata or {})
+        merged.update({k: v.encode("utf-8") for k, v in metadata.items()})
+        tables.append(table.replace_schema_metadata(merged))
+
+    def write(temps: list[Path]) -> None:
+        for table, temp in zip(tables, temps, strict=True):
+            pq.write_table(table, temp)
+
     try:
-        for frame, path, metadata in parts:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            merged = dict(table.schema.metadata or {})
-            merged.update({k: v.encode("utf-8") for k, v in metadata.items()})
-            table = table.replace_schema_metadata(merged)
-            fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
-            os.close(fd)
-            written.append((Path(name), path))
-            pq.write_table(table, name)
-            with open(name, "rb+") as handle:  # the bytes reach the disk before the names do
-                os.fsync(handle.fileno())
-    except BaseException as exc:
-        for temp, _ in written:
-            temp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
-            names = ", ".join(path.name for _, path, _ in parts)
-            raise OutputWriteError(f"could not write {names} ({reason}); no output was replaced") from None
-        raise
-    for temp, target in written:
-        os.replace(temp, target)
+        write_together([path for _, path, _ in parts], write)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        names = ", ".join(path.name for _, path, _ in parts)
+        raise OutputWriteError(f"could not write {names} ({reason}); no output was replaced") from None
 
 
 def read_features_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pacs_workbench.core.files import (
     temp_file_owner,
     write_atomic,
     write_text_atomic,
+    write_together,
 )
 
 
@@ -57,3 +58,18 @@ def test_json_ready_gives_strict_json() -> None:
     data = {1: np.float64("nan"), "a": [np.int64(3), np.array([1.5, np.inf])], "s": {"b", "a"}, "t": np.bool_(True)}
     assert json_ready(data) == {"1": None, "a": [3, [1.5, None]], "s": ["a", "b"], "t": True}
     json.dumps(json_ready(data), allow_nan=False)
+
+
+def test_write_together_replaces_all_or_none(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    write_together([a, b], lambda temps: [t.write_text(t.name[:2]) for t in temps])
+    assert a.read_text() == ".a" and b.read_text() == ".b"
+
+    def second_fails(temps: list[Path]) -> None:
+        temps[0].write_text("new a")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_together([a, b], second_fails)
+    assert a.read_text() == ".a" and b.read_text() == ".b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
