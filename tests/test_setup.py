@@ -12,6 +12,10 @@ import yaml
 from pacs_workbench.core.params import REPO_ROOT
 
 
+#: conda-forge names that differ from the PyPI ones beyond a ``python-`` prefix.
+CONDA_NAMES = {"pytorch": "torch"}
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -39,7 +43,8 @@ def test_environment_yml_names_every_runtime_dependency() -> None:
     for entry in env["dependencies"]:
         items = entry["pip"] if isinstance(entry, dict) else [entry]
         for item in items:
-            named.add(_norm(re.split(r"[<>=!~ ]", item)[0]).removeprefix("python-"))
+            name = _norm(re.split(r"[<>=!~ ]", item)[0]).removeprefix("python-")
+            named.add(CONDA_NAMES.get(name, name))
     missing = sorted(wanted - named)
     assert not missing, f"environment.yml lacks {missing}"
 
