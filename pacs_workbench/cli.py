@@ -388,6 +388,66 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 else 1
 
 
+# --- segment -----------------------------------------------------------------------------------
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="lesion masks for the cases without one: a MONAI U-Net trained on those with one (or --model)",
+        description=(
+            "Train a small 3-D U-Net on the cases of CASES (the preprocess cases table) that have reference "
+            "masks, or load a TorchScript/ONNX model with --model (a YAML beside it declares spacing and "
+            "intensity window), segment every case by sliding window, and write DIR/segmentation.parquet "
+            "(case, lesion, voxels, volume, mask source reference/model, uncertainty, Dice/HD95 where a "
+            "reference exists), DIR/worklist.csv (unlabelled cases, most uncertain first), probability and "
+            "uncertainty maps, and one DICOM SEG per segmented series (with --dicom-dir). The checkpoint is "
+            "cached by content hash. Exits 1 when a case failed or came out empty, 2 when nothing can be "
+            "segmented (no labelled case to train on, a model that does not fit)."
+        ),
+    )
+    p.add_argument("cases", type=Path, help="preprocess cases table (cases.parquet or cases.csv)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--train", action="store_true", help="train on the labelled cases (the default)")
+    how.add_argument("--model", type=Path, default=None, help="TorchScript (.pt) or ONNX (.onnx) model to use")
+    p.add_argument(
+        "--labelled-fraction", type=float, default=1.0,
+        help="share of patients whose reference masks training may use; the others only score the model",
+    )
+    p.add_argument("--dicom-dir", type=Path, default=None, help="DICOM tree of the cases, for the SEG files")
+    p.add_argument("--iterations", type=int, default=None, help="training steps (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of splits and training")
+    p.add_argument("--workers", type=int, default=2, help="torch threads")
+    p.set_defaults(handler=_cmd_segment)
+
+
+def _segmentation_error() -> ErrorTypes:
+    from pacs_workbench.segment import SegmentationError
+
+    return (SegmentationError,)
+
+
+@refuses(_segmentation_error, "{command}: {exc}")
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from pacs_workbench.segment import segment_cases
+
+    config: dict[str, Any] = {"seed": args.seed}
+    if args.iterations is not None:
+        config["iterations"] = args.iterations
+    result = segment_cases(
+        args.cases, args.out, dicom_dir=args.dicom_dir, model=args.model,
+        labelled_fraction=args.labelled_fraction, config=config, workers=args.workers,
+    )
+    table = result.table
+    summary = {k: v for k, v in result.summary.items() if k not in ("history", "config")}
+    summary["status"] = table.groupby("status")["case_id"].nunique().to_dict()
+    _print_json(summary)
+    for row in table[table["status"] != "ok"].drop_duplicates("case_id").itertuples():
+        print(f"{row.case_id}: {row.reason}", file=sys.stderr)
+    return 0 if (table["status"] == "ok").all() else 1
+
+
 # --- model -------------------------------------------------------------------------------------
 
 
@@ -532,6 +592,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_deid,
     _add_audit,
     _add_features,
+    _add_segment,
     _add_model,
     _add_run,
     _add_demo,
