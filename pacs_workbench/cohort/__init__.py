@@ -5,7 +5,8 @@ It indexes a DICOM extract (a folder, or a PACS over DICOMweb or DIMSE) into Par
 (:func:`normalize_series`), links the EHR (:func:`load_and_link`) and the findings mined from
 the radiology reports (:func:`mine_reports`, :func:`link_reports`), applies the inclusion
 criteria with an attrition table (:class:`CohortCriteria`, :func:`select_cohort`), shows how
-the cohort spreads (:func:`distribution_table`, :func:`plot_distributions`, the
+the cohort spreads (:func:`distribution_table`, :func:`plot_distributions`, the radiation dose
+per vendor and protocol from the dose SRs, :func:`dose_table`, the
 :func:`cohort_explorer`) and writes it with keyed pseudonyms only (:func:`write_cohort`).
 """
 
@@ -20,6 +21,7 @@ from pacs_workbench.cohort.build import (
     write_cohort,
 )
 from pacs_workbench.cohort.criteria import CohortCriteria, apply_criteria, is_image_series
+from pacs_workbench.cohort.dose import dose_table, study_dose
 from pacs_workbench.cohort.ehr import link_ehr, load_and_link, read_ehr
 from pacs_workbench.cohort.explorer import cohort_explorer
 from pacs_workbench.cohort.index import build_index
@@ -44,6 +46,7 @@ __all__ = [
     "cohort_explorer",
     "connect_index",
     "distribution_table",
+    "dose_table",
     "follow_up_intervals",
     "harmonization_table",
     "is_image_series",
@@ -60,6 +63,7 @@ __all__ = [
     "select_cohort",
     "studies_per_patient",
     "studies_table",
+    "study_dose",
     "unmapped_report",
     "write_cohort",
 ]

@@ -31,6 +31,7 @@ import yaml
 
 from pacs_workbench.cohort import vocab
 from pacs_workbench.cohort.criteria import AGE_CAP, CohortCriteria, apply_criteria, baseline_value
+from pacs_workbench.cohort.dose import DOSE_COLUMNS, study_dose
 from pacs_workbench.cohort.ehr import EhrLinkage, IdentifierLeakError, cohort_columns
 from pacs_workbench.core.files import write_atomic
 from pacs_workbench.core.pseudonym import pseudonymize
@@ -77,6 +78,7 @@ COHORT_COLUMNS = [
     "SliceThickness",
     "thickness_bin",
     "KVP",
+    *DOSE_COLUMNS,
     "contrast",
     "n_instances",
     *VOCAB_COLUMNS,
@@ -130,8 +132,10 @@ def load_series_table(
     Descriptive columns take the series' first non-null value; ``n_instances`` counts
     its images. The vocabulary columns of :func:`pacs_workbench.cohort.vocab.normalize_series`
     (``kernel_norm``, ``contrast_norm``, ``body_part_norm``, ...) are added beside the raw
-    ones, and ``contrast`` is true when the index found contrast attributes or the
-    harmonized contrast is ``"yes"``.
+    ones, ``contrast`` is true when the index found contrast attributes or the
+    harmonized contrast is ``"yes"``, and the study's dose from its X-Ray Radiation Dose SR
+    (:func:`pacs_workbench.cohort.dose.study_dose`: ``CTDIvol_mGy``, ``DLP_mGycm_total``,
+    ``CTDIw_phantom``; missing without one) is on each of its series.
 
     Parameters
     ----------
@@ -158,6 +162,7 @@ def load_series_table(
             series[column] = None
     series["SliceThickness"] = pd.to_numeric(series["SliceThickness"], errors="coerce")
     series["KVP"] = pd.to_numeric(series["KVP"], errors="coerce")
+    series = series.merge(study_dose(index_dir), on="StudyInstanceUID", how="left")
     series = vocab.normalize_series(series, user_tables=user_vocab)
     flagged = series["contrast"].astype("boolean").fillna(False).astype(bool)
     series["contrast"] = flagged | (series["contrast_norm"] == "yes")

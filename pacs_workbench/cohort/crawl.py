@@ -3,7 +3,8 @@
 :func:`walk_files` lists files depth first (links followed, each folder once);
 :func:`index_files` is the task :func:`pacs_workbench.cohort.index.build_index` sends to its
 workers: it reads a chunk of files into instance rows and error rows, one row per file, and a
-bad file never stops it. Error messages never quote a path or a value.
+bad file never stops it. Headers are read by the fast scanner; only X-Ray Radiation Dose SRs are
+parsed whole, for their dose (:mod:`pacs_workbench.dicom.dose`). Error messages never quote a path or a value.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 
 from pacs_workbench.cohort.index_schema import ERROR_SCHEMA, INSTANCE_SCHEMA
+from pacs_workbench.dicom import read as dicomio
+from pacs_workbench.dicom.dose import is_dose_sr, read_ct_dose
 from pacs_workbench.dicom.read import DicomReadError
 from pacs_workbench.dicom.schema import KEYWORD_TAGS, RowSource, values_to_row
 from pacs_workbench.dicom.values import read_tag_values
@@ -29,7 +32,20 @@ def _read_row(path: str) -> tuple[dict[str, Any], bool]:
     source = RowSource(
         path, header.size, header.mtime_ns, header.transfer_syntax, header.media_sop_class, header.media_sop_instance
     )
-    return values_to_row(values, source), header.fast
+    row = values_to_row(values, source)
+    if is_dose_sr(row["SOPClassUID"]):
+        row.update(_dose_values(path))
+        return row, False
+    return row, header.fast
+
+
+def _dose_values(path: str) -> dict[str, Any]:
+    """The dose columns of a dose SR file: the one kind of instance parsed whole (its content tree)."""
+    try:
+        ds = dicomio.read_header(path, stop_before_pixels=True)
+    except DicomReadError:
+        return {}  # the header was read; a content tree that is not is no dose, not a lost instance
+    return read_ct_dose(ds)
 
 
 def read_instance(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -54,6 +54,10 @@ class CohortCriteria:
     kernel
         Reconstruction kernel class from (0018,1210) Convolution Kernel per vendor:
         ``"any"``, ``"soft"`` or ``"sharp"``.
+    max_ctdivol_mgy
+        Keep series whose study's X-Ray Radiation Dose SR reports a CTDIvol (mGy) of the main
+        acquisition of at most this (``CTDIvol_mGy``); 0 is off. Studies without a dose SR fail
+        an active limit.
     age_min, age_max
         Age at scan in years (EHR birth date to Study Date, else (0010,1010) Patient's
         Age), inclusive; ages above 89 count as 90. Unknown ages fail an active range.
@@ -76,6 +80,7 @@ class CohortCriteria:
     contrast: str = "any"
     vendors: list[str] = field(default_factory=list)
     kernel: str = "any"
+    max_ctdivol_mgy: float = 0.0
     age_min: float = 0.0
     age_max: float = float(AGE_CAP)
     outcome_known: bool = False
@@ -111,6 +116,8 @@ class CohortCriteria:
             raise ValueError("slice_thickness_min is larger than slice_thickness_max")
         if self.age_min > self.age_max:
             raise ValueError("age_min is larger than age_max")
+        if self.max_ctdivol_mgy < 0:
+            raise ValueError("max_ctdivol_mgy must be 0 (off) or a positive dose in mGy")
         if not isinstance(self.vendors, list | tuple):
             raise ValueError(f"vendors must be a list of manufacturer names, not {type(self.vendors).__name__}")
 
@@ -118,7 +125,10 @@ class CohortCriteria:
         """The criteria as notebook parameters (plain literals, for a parameter file)."""
         params = dataclasses.asdict(self)
         params["vendors"] = [str(v) for v in self.vendors]
-        for name in ("slice_thickness_min", "slice_thickness_max", "age_min", "age_max", "min_baseline_nodule_mm"):
+        for name in (
+            "slice_thickness_min", "slice_thickness_max", "max_ctdivol_mgy", "age_min", "age_max",
+            "min_baseline_nodule_mm",
+        ):  # fmt: skip
             params[name] = float(params[name])
         params["min_instances"] = int(params["min_instances"])
         params["outcome_known"] = bool(params["outcome_known"])
@@ -171,7 +181,7 @@ def _steps(criteria: CohortCriteria) -> list[Step]:
 
 
 def _imaging_steps(criteria: CohortCriteria) -> list[Step]:
-    """Criteria on the images: modality, image series, size, date, thickness, contrast, vendor, kernel."""
+    """Criteria on the images: modality, image series, size, date, thickness, contrast, vendor, kernel, dose."""
     steps: list[Step] = []
     if criteria.modality:
         steps.append((f"Modality = {criteria.modality}", lambda f: f["Modality"] == criteria.modality))
@@ -209,6 +219,14 @@ def _imaging_steps(criteria: CohortCriteria) -> list[Step]:
         )
     if criteria.kernel != "any":
         steps.append((f"kernel class: {criteria.kernel}", lambda f: _column(f, "kernel_norm") == criteria.kernel))
+    if criteria.max_ctdivol_mgy > 0:
+        limit = criteria.max_ctdivol_mgy
+        steps.append(
+            (
+                f"CTDIvol <= {limit:g} mGy (dose SR)",
+                lambda f: pd.to_numeric(_column(f, "CTDIvol_mGy"), errors="coerce") <= limit,
+            )
+        )
     return steps
 
 

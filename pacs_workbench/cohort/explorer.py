@@ -58,10 +58,10 @@ class CohortExplorer:
     """Live cohort criteria over the candidate series, for JupyterLab.
 
     Filters for modality, vendor, study dates, slice thickness, contrast, kernel class,
-    age at scan, outcome and report findings; every change recomputes the counts, the
-    attrition table and small histograms. *Save criteria* writes the current criteria to
-    the ``01_cohort`` section of the run parameter file (:func:`pacs_workbench.cohort.build.save_criteria`),
-    so the next papermill run reproduces the exploration.
+    radiation dose (CTDIvol from the dose SR), age at scan, outcome and report findings; every
+    change recomputes the counts, the attrition table and small histograms. *Save criteria*
+    writes the current criteria to the ``01_cohort`` section of the run parameter file
+    (:func:`pacs_workbench.cohort.build.save_criteria`), so the next papermill run reproduces the exploration.
 
     Only counts, the attrition table and histograms are shown: no identifier. The
     candidates themselves (identified zone) stay in the kernel.
@@ -81,7 +81,7 @@ class CohortExplorer:
     ----------
     controls
         The filter widgets by name (``modality``, ``vendors``, ``date_from``, ``date_to``,
-        ``slice_thickness``, ``contrast``, ``kernel``, ``age``, ``outcome_known``,
+        ``slice_thickness``, ``contrast``, ``kernel``, ``max_ctdivol_mgy``, ``age``, ``outcome_known``,
         ``min_baseline_nodule_mm``, ``nodule_change``, ``min_instances``).
     counts, attrition
         Patients/studies/series left, and the attrition table, for the current filters.
@@ -106,6 +106,8 @@ class CohortExplorer:
         top = float(max(10.0, np.ceil(thickness.max()) if thickness.notna().any() else 10.0))
         sizes = pd.to_numeric(candidates.get("nodule_size_mm", pd.Series(dtype=float)), errors="coerce")
         largest = float(max(30.0, np.ceil(sizes.max()) if sizes.notna().any() else 30.0))
+        doses = pd.to_numeric(candidates.get("CTDIvol_mGy", pd.Series(dtype=float)), errors="coerce")
+        dose_top = float(max(30.0, np.ceil(doses.max()) if doses.notna().any() else 30.0))
         wide = {"description_width": "140px"}
         layout = widgets.Layout(width="420px")
         modalities = _options(candidates["Modality"])
@@ -129,6 +131,10 @@ class CohortExplorer:
                 value=(float(start.slice_thickness_min), min(float(start.slice_thickness_max), top)),
                 min=0.0, max=top, step=0.5, description="thickness (mm)", style=wide, layout=layout,
                 continuous_update=False,
+            ),
+            "max_ctdivol_mgy": widgets.FloatSlider(
+                value=min(float(start.max_ctdivol_mgy), dose_top), min=0.0, max=dose_top, step=0.5,
+                description="CTDIvol ≤ mGy (0: off)", style=wide, layout=layout, continuous_update=False,
             ),
             "contrast": widgets.Dropdown(options=list(CONTRAST_CHOICES), value=start.contrast,
                                          description="contrast", style=wide),
@@ -181,6 +187,7 @@ class CohortExplorer:
                 "contrast": c["contrast"].value,
                 "vendors": list(c["vendors"].value),
                 "kernel": c["kernel"].value,
+                "max_ctdivol_mgy": float(c["max_ctdivol_mgy"].value),
                 "age_min": float(age[0]),
                 "age_max": float(age[1]),
                 "outcome_known": bool(c["outcome_known"].value),
@@ -219,7 +226,7 @@ class CohortExplorer:
         filters = widgets.VBox(
             [
                 widgets.HTML("<b>imaging</b>"), c["modality"], c["min_instances"], c["vendors"], c["date_from"],
-                c["date_to"], c["slice_thickness"], c["contrast"], c["kernel"],
+                c["date_to"], c["slice_thickness"], c["contrast"], c["kernel"], c["max_ctdivol_mgy"],
                 widgets.HTML("<b>EHR</b>"), c["age"], c["outcome_known"],
                 widgets.HTML("<b>reports</b>"), c["min_baseline_nodule_mm"], c["nodule_change"],
                 widgets.HBox([self.save_button, self.message]),

@@ -2,10 +2,10 @@
 
 An instance row is what the workbench knows of one DICOM instance from its header:
 ``path`` (a file, or a PACS URL), ``file_size``, ``mtime_ns``, the attributes of
-:data:`ATTRIBUTES` under their keywords, the derived ``contrast`` flag and the
-``TransferSyntaxUID`` (:data:`ROW_SCHEMA`). :func:`dataset_to_row` and :func:`values_to_row`
-build rows the same way for files crawled from a folder and for instances queried from a PACS,
-with the coercers of :mod:`pacs_workbench.dicom.attributes`.
+:data:`ATTRIBUTES` under their keywords, the derived ``contrast`` flag, the
+``TransferSyntaxUID`` and the dose columns of X-Ray Radiation Dose SRs (:data:`ROW_SCHEMA`).
+:func:`dataset_to_row` and :func:`values_to_row` build rows the same way for files crawled
+from a folder and for instances queried from a PACS, with the coercers of :mod:`pacs_workbench.dicom.attributes`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pyarrow as pa
 from pydicom.dataset import Dataset
 
 from pacs_workbench.dicom.attributes import to_float, to_floats, to_int, to_text
+from pacs_workbench.dicom.dose import DOSE_COLUMNS, is_dose_sr, read_ct_dose
 from pacs_workbench.dicom.read import UnidentifiedDicomError, is_valid_uid, tags_for_keywords
 from pacs_workbench.dicom.values import dataset_values
 
@@ -84,16 +85,19 @@ _ATTRIBUTE_TYPES = {keyword: arrow_type for keyword, _, arrow_type in ATTRIBUTES
 _DERIVED_TYPES = {
     "path": pa.string(), "file_size": pa.int64(), "mtime_ns": pa.int64(),
     "contrast": pa.bool_(), "TransferSyntaxUID": pa.string(),
+    "CTDIvol_mGy": pa.float64(), "DLP_mGycm_total": pa.float64(), "CTDIw_phantom": pa.string(),
+    "n_irradiation_events": pa.int32(),
 }  # fmt: skip
 _AFTER_AGENT = ATTRIBUTE_KEYWORDS.index("ContrastBolusAgent") + 1
 _FRAMES = ATTRIBUTE_KEYWORDS.index("NumberOfFrames")
 _COLUMN_ORDER = (
     "path", "file_size", "mtime_ns",
     *ATTRIBUTE_KEYWORDS[:_AFTER_AGENT], "contrast", *ATTRIBUTE_KEYWORDS[_AFTER_AGENT:_FRAMES],
-    "TransferSyntaxUID", "NumberOfFrames",
+    "TransferSyntaxUID", "NumberOfFrames", *DOSE_COLUMNS,
 )  # fmt: skip
 #: Columns of an instance row, in order: ``path``, ``file_size``, ``mtime_ns``, the attributes,
-#: the derived ``contrast`` flag and the file's ``TransferSyntaxUID``.
+#: the derived ``contrast`` flag, the file's ``TransferSyntaxUID`` and, for X-Ray Radiation Dose
+#: SR instances only, the dose of :func:`pacs_workbench.dicom.dose.read_ct_dose`.
 ROW_SCHEMA = pa.schema([pa.field(name, (_ATTRIBUTE_TYPES | _DERIVED_TYPES)[name]) for name in _COLUMN_ORDER])
 
 
@@ -144,6 +148,7 @@ def values_to_row(values: Mapping[str, Any], source: RowSource) -> dict[str, Any
         values.get("ContrastBolusAgent"), values.get("ContrastBolusRoute"), values.get("ContrastBolusVolume")
     )
     row["TransferSyntaxUID"] = to_text(source.transfer_syntax)
+    row.update(dict.fromkeys(DOSE_COLUMNS))
     return row
 
 
@@ -185,4 +190,8 @@ def dataset_to_row(ds: Dataset, path: str, size: int | None = None, mtime_ns: in
             "invalid DICOM: data set without a valid (0008,0016) SOP Class UID or (0008,0018) SOP Instance UID"
         )
     transfer_syntax = to_text(meta_values.get("TransferSyntaxUID"))
-    return values_to_row(values, RowSource(path, size, mtime_ns, transfer_syntax, media_class, media_instance))
+    row = values_to_row(values, RowSource(path, size, mtime_ns, transfer_syntax, media_class, media_instance))
+    # A dose SR's content tree comes with it (WADO-RS metadata, a file); a C-FIND answer has none.
+    if is_dose_sr(row["SOPClassUID"]) and "ContentSequence" in ds:
+        row.update(read_ct_dose(ds))
+    return row

@@ -91,6 +91,9 @@ def select_feature_columns(table: pd.DataFrame, reserved: Sequence[str]) -> tupl
 
 #: Patient-level columns taken from the cohort's baseline study.
 CLINICAL_COLUMNS = ("age_years", "pack_years")
+#: Acquisition columns taken from the cohort's latest study (the index lesion's), when the cohort
+#: has them: the dose of its X-Ray Radiation Dose SR, a covariate for image noise.
+DOSE_COLUMNS = ("CTDIvol_mGy", "DLP_mGycm_total")
 
 
 GROWTH_COLUMN = "delta_shape_VolumeGrowthRatio"
@@ -108,7 +111,8 @@ def build_model_table(
     The index lesion is the largest lesion (by ``size_feature``) on the patient's latest study;
     ``delta_shape_VolumeGrowthRatio`` is its size over the largest lesion's size on the earliest
     study (1 with a single study), so growth enters the model as an imaging feature. Clinical
-    columns and the outcome come from the cohort's baseline row of the same pseudonymous patient.
+    columns and the outcome come from the cohort's baseline row of the same pseudonymous patient;
+    the dose (a candidate covariate) from the patient's latest study in the cohort.
 
     Parameters
     ----------
@@ -127,7 +131,8 @@ def build_model_table(
     -------
     pandas.DataFrame
         Feature columns, ``GROWTH_COLUMN``, ``case_id``, ``pseudo_patient_id``, ``Manufacturer``,
-        the clinical columns and ``label``; only patients in the cohort with a known outcome.
+        the clinical columns, the dose columns (:data:`DOSE_COLUMNS`, when the cohort has dose)
+        and ``label``; only patients in the cohort with a known outcome.
     """
     usable = features
     if "error" in usable.columns:
@@ -146,6 +151,11 @@ def build_model_table(
     if label not in wanted:
         raise ModelingError(f"cohort has no {label!r} column; link the EHR in 01_cohort")
     patients = baseline.set_index("pseudo_patient_id")[wanted]
+    dose = [c for c in DOSE_COLUMNS if c in cohort.columns and cohort[c].notna().any()]
+    if dose:
+        by_study = cohort.sort_values(["pseudo_patient_id", "study_index"])
+        last = by_study.drop_duplicates("pseudo_patient_id", keep="last")
+        patients = patients.join(last.set_index("pseudo_patient_id")[dose].astype(float))
     table = latest.join(patients, how="inner", lsuffix="_case")
     table = table[table[label].notna()].reset_index()
     table[label] = table[label].astype(int)

@@ -37,6 +37,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pacs_workbench.synth.common import make_uid
+from pacs_workbench.synth.dose import study_dose
 from pacs_workbench.synth.imaging import MATRIX, VENDORS, RenderedSeries, to_stored
 from pacs_workbench.synth.patients import INSTITUTIONS, PatientPlan, StudyPlan, staff_forms
 
@@ -297,7 +298,7 @@ def _request_attributes(plan: PatientPlan, study: StudyPlan) -> Sequence:
     return Sequence([item])
 
 
-def _ct_acquisition(ds: Dataset, study: StudyPlan, rendered: RenderedSeries) -> None:
+def _ct_acquisition(ds: Dataset, plan: PatientPlan, study: StudyPlan, rendered: RenderedSeries) -> None:
     """CT Image module acquisition and reconstruction attributes, and the dose index."""
     p = study.protocol
     ds.SliceThickness = f"{p.thickness:g}"
@@ -314,7 +315,7 @@ def _ct_acquisition(ds: Dataset, study: StudyPlan, rendered: RenderedSeries) -> 
     ds.Exposure = p.tube_current // 2
     ds.ConvolutionKernel = p.kernel
     ds.PatientPosition = "HFS"
-    ds.CTDIvol = round(p.tube_current * 0.04 * (p.kvp / 120) ** 2, 2)
+    ds.CTDIvol = study_dose(plan.anatomy, p).ctdivol_mgy
 
 
 def _ct_image_pixel(ds: Dataset, study: StudyPlan, rendered: RenderedSeries) -> None:
@@ -412,7 +413,7 @@ def build_ct_series(
     if p.body_part:
         ds.BodyPartExamined = p.body_part
     _contrast(ds, study)
-    _ct_acquisition(ds, study, rendered)
+    _ct_acquisition(ds, plan, study, rendered)
     ds.SeriesInstanceUID = uids.ct_series
     ds.SeriesNumber = numbers[1]
     ds.AcquisitionNumber = 2 if p.vendor == "siemens" else 1

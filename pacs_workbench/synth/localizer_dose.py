@@ -2,7 +2,8 @@
 
 - CT Image Storage (1.2.840.10008.5.1.4.1.1.2): the coronal localizer (scout),
   ``ImageType`` ``ORIGINAL\\PRIMARY\\LOCALIZER``.
-- Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7): the dose screen, with the
+- Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7): the dose screen (the values of
+  :func:`pacs_workbench.synth.dose.study_dose`, as in the dose SR), with the
   patient's name, MRN and accession number burned into the pixels
   ((0028,0301) Burned In Annotation ``YES``; (0008,0060) Modality ``CT`` as scanners write it).
 """
@@ -27,6 +28,7 @@ from pacs_workbench.synth.dicom_writer import (
     study_moment,
     vendor_time,
 )
+from pacs_workbench.synth.dose import study_dose
 from pacs_workbench.synth.imaging import render_localizer
 from pacs_workbench.synth.patients import PatientPlan, StudyPlan, staff_forms
 
@@ -98,8 +100,8 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def dose_screen_lines(plan: PatientPlan, study: StudyPlan) -> list[tuple[str, int]]:
     """Text lines (and font sizes) burned into the dose screen."""
     p = study.protocol
-    ctdi = round(p.tube_current * 0.04 * (p.kvp / 120) ** 2, 2)
-    dlp = round(ctdi * p.n_slices * p.spacing / 10.0 + 2.1, 1)
+    dose = study_dose(plan.anatomy, p)
+    ctdi, dlp = dose.ctdivol_mgy, dose.total_dlp_mgycm
     return [
         (f"{study.scanner.manufacturer} {study.scanner.model} - Dose Report", 18),
         (f"Patient: {plan.person.comma_name}", 24),
@@ -107,7 +109,7 @@ def dose_screen_lines(plan: PatientPlan, study: StudyPlan) -> list[tuple[str, in
         (f"Accession: {study.accession}   Exam: {study.date.isoformat()}", 18),
         ("Series   Scan       kV    CTDIvol   DLP", 16),
         ("1        Scout      120   0.10      2.1", 16),
-        (f"{SERIES_NUMBERS[p.vendor][1]:<8} Helical    {p.kvp:<5} {ctdi:<9.2f} {dlp - 2.1:.1f}", 16),
+        (f"{SERIES_NUMBERS[p.vendor][1]:<8} Helical    {p.kvp:<5} {ctdi:<9.2f} {dose.dlp_mgycm:.1f}", 16),
         (f"Total DLP: {dlp:.1f} mGy*cm", 18),
     ]
 

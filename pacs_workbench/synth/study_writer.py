@@ -1,7 +1,7 @@
 """Write one study of a synthetic patient: its DICOM objects, its report, its ground-truth rows.
 
-:func:`write_study` renders the study's CT, writes the axial series, localizer, dose screen, a
-SEG per nodule and (for some studies) an RTSTRUCT under ``dicom/<patient>/<study>/<series>/``,
+:func:`write_study` renders the study's CT, writes the axial series, localizer, dose screen, dose
+SR (TID 10011), a SEG per nodule and (for some studies) an RTSTRUCT under ``dicom/<patient>/<study>/<series>/``,
 has the reader measure each nodule for the report in ``reports/``, and adds the study's rows
 of ``truth/studies.csv`` and ``truth/nodules.csv``. A :class:`PatientWriter` writes the files
 and records every PHI form that reached a file name, a header or the pixels.
@@ -19,6 +19,7 @@ import numpy as np
 from pacs_workbench.core.files import write_bytes_atomic
 from pacs_workbench.synth import dicom_writer as dw
 from pacs_workbench.synth.common import derive_rng, make_uid, safe_component
+from pacs_workbench.synth.dose_sr import DOSE_SR_SERIES_NUMBER, build_dose_sr
 from pacs_workbench.synth.imaging import VENDORS, RenderedSeries, render_series
 from pacs_workbench.synth.localizer_dose import build_dose_screen, build_localizer
 from pacs_workbench.synth.patients import PatientPlan, StudyPlan
@@ -104,7 +105,7 @@ def write_study(
 def _write_images(
     writer: PatientWriter, plan: PatientPlan, study: StudyPlan, uids: dw.StudyUIDs, rendered: RenderedSeries
 ) -> _StudyFiles:
-    """The axial series, localizer, dose screen, one SEG per nodule and (some studies) the RTSTRUCT."""
+    """The axial series, localizer, dose screen and dose SR, one SEG per nodule and (some studies) the RTSTRUCT."""
     p = study.protocol
     study_dir = _study_dir(plan, study)
     texts = dw.series_texts(study)
@@ -118,6 +119,9 @@ def _write_images(
     dose, burned = build_dose_screen(plan, study, uids)
     writer.write(f"{_series_dir(study_dir, numbers[2], texts['dose'])}/0001.dcm", dw.to_bytes(dose), "dose_sc")
     writer.see_text("\n".join(burned))
+    sr = build_dose_sr(plan, study, uids)
+    sr_dir = _series_dir(study_dir, DOSE_SR_SERIES_NUMBER, str(sr.SeriesDescription))
+    writer.write(f"{sr_dir}/0001.dcm", dw.to_bytes(sr), "dose_sr")
     for nodule, mask in zip(plan.nodules, rendered.masks, strict=True):
         seg = build_segmentation(plan, study, uids, ct, mask, nodule.index, nodule.lobe)
         rel = f"{_series_dir(study_dir, int(seg.SeriesNumber), str(seg.SeriesDescription))}/0001.dcm"

@@ -16,6 +16,7 @@ from pacs_workbench.cohort.index import build_index
 from pacs_workbench.cohort.index_schema import INSTANCE_SCHEMA
 from pacs_workbench.cohort.index_sources import UnsupportedSourceError
 from pacs_workbench.cohort.index_views import connect_index
+from pacs_workbench.dicom.dose import DOSE_COLUMNS, XRAY_RADIATION_DOSE_SR
 from tests.cohort.index_fixtures import (
     make_study,
 )
@@ -74,6 +75,22 @@ def test_cli_indexes_a_dicomweb_pacs_like_the_folder(
     # A rerun queries the PACS again: nothing doubled, nothing counted as removed.
     again = build_index([orthanc_server.dicomweb_url], out, workers=1, progress=False)
     assert again["instances"] == summary["instances"] and again["removed"] == 0
+
+
+def _dose_rows(table: pa.Table) -> list[tuple]:
+    dose = table.filter(pc.equal(table["SOPClassUID"], XRAY_RADIATION_DOSE_SR))
+    return list(zip(*(dose.column(c).to_pylist() for c in ("SOPInstanceUID", *DOSE_COLUMNS)), strict=True))
+
+
+def test_dose_srs_read_from_the_dicomweb_pacs_as_from_the_folder(
+    orthanc_server: OrthancServer, folder_index: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pacs_dose"
+    build_index([orthanc_server.dicomweb_url], out, workers=1, progress=False)
+    from_folder, from_pacs = _dose_rows(_instances(folder_index)), _dose_rows(_instances(out))
+    assert len(from_folder) >= 2  # one dose SR per CT study
+    assert all(ctdi > 0 and dlp > ctdi and phantom for _, ctdi, dlp, phantom, _ in from_folder)
+    assert from_pacs == from_folder
 
 
 def test_folder_and_dimse_sources_in_one_index(

@@ -81,6 +81,19 @@ def test_model_table_takes_the_largest_latest_lesion_and_its_growth() -> None:
         build_model_table(features, cohort.drop(columns=["outcome"]))
 
 
+def test_model_table_carries_the_latest_study_dose_as_a_candidate_covariate() -> None:
+    features, cases, cohort = _features_and_cohort()
+    cohort["CTDIvol_mGy"] = [4.5, 9.0, 6.0, 3.0]  # P1: latest study (index 1) 4.5 mGy
+    cohort["DLP_mGycm_total"] = [180.0, 350.0, 240.0, 120.0]
+    table = build_model_table(features.merge(cases[["case_id", "image", "mask"]], on="case_id"), cohort)
+    rows = table.set_index("pseudo_patient_id")
+    assert rows.loc["P1", "CTDIvol_mGy"] == 4.5 and rows.loc["P2", "DLP_mGycm_total"] == 240.0
+    features_used, _ = select_feature_columns(table, reserved=["outcome", "case_id"])
+    assert "CTDIvol_mGy" in features_used
+    # Without dose in the cohort the table has no dose columns.
+    assert "CTDIvol_mGy" not in build_model_table(features, cohort.drop(columns=["CTDIvol_mGy"])).columns
+
+
 def test_write_model_table_writes_the_table_notebook_06_reads(tmp_path) -> None:
     features, cases, cohort = _features_and_cohort()
     cases_file, cohort_file = tmp_path / "cases.parquet", tmp_path / "cohort.parquet"

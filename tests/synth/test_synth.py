@@ -8,6 +8,7 @@ EHR validity and ground truth.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
@@ -114,7 +115,7 @@ def test_layout_and_summary(extract, truth):
     assert summary["patients"] == N_PATIENTS
     assert summary["studies"] == len(truth["studies"])
     assert summary["files"]["ct"] == sum(int(s["n_slices"]) for s in truth["studies"])
-    for kind in ("localizer", "dose_sc", "report"):
+    for kind in ("localizer", "dose_sc", "dose_sr", "report"):
         assert summary["files"][kind] == summary["studies"]
     assert summary["files"]["seg"] == len(truth["nodules"])
     assert summary["files"]["rtstruct"] == sum(int(s["has_rtstruct"]) for s in truth["studies"])
@@ -216,6 +217,43 @@ def test_private_blocks_and_nested_phi(extract, truth):
         "OtherPatientIDsSequence" in pydicom.dcmread(next((out / s["ct_series_dir"]).glob("*.dcm")))
         for s in truth["studies"]
     )
+
+
+def test_dose_sr_per_study_agrees_with_the_images_and_varies(extract, truth):
+    out, _ = extract
+    from pacs_workbench.dicom.dose import read_ct_dose
+
+    seen: list[tuple[str, float, float]] = []
+    for study in truth["studies"]:
+        study_dir = (out / study["ct_series_dir"]).parent
+        (sr_path,) = sorted(study_dir.glob("997_*/0001.dcm"))
+        sr = pydicom.dcmread(sr_path)
+        assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.67" and sr.Modality == "SR"
+        assert sr.StudyInstanceUID == study["StudyInstanceUID"]
+        assert sr.ContentTemplateSequence[0].TemplateIdentifier == "10011"
+        dose = read_ct_dose(sr)
+        ct = pydicom.dcmread(next((out / study["ct_series_dir"]).glob("*.dcm")), stop_before_pixels=True)
+        assert dose["CTDIvol_mGy"] == pytest.approx(float(ct.CTDIvol))
+        assert dose["CTDIw_phantom"] == "IEC Body Dosimetry Phantom" and dose["n_irradiation_events"] == 2
+        assert dose["DLP_mGycm_total"] > dose["CTDIvol_mGy"]
+        seen.append((study["vendor"], dose["CTDIvol_mGy"], dose["DLP_mGycm_total"]))
+    assert len({ctdi for _, ctdi, _ in seen}) > len(seen) // 2  # protocol and patient size move the dose
+    assert len({vendor for vendor, _, _ in seen}) > 1
+
+
+def test_dose_follows_vendor_and_patient_size():
+    from pacs_workbench.synth.dose import study_dose
+    from pacs_workbench.synth.imaging import Anatomy, Protocol
+
+    base = Protocol(vendor="philips", contrast=False, thickness=1.0, spacing=1.0, lung_kernel=True, kernel="L",
+                    kvp=120, tube_current=150, pixel_spacing=0.7, n_slices=60, body_part="CHEST", descending=False)
+    small, large = Anatomy(body_a=130.0, body_b=90.0, vessels=()), Anatomy(body_a=190.0, body_b=140.0, vessels=())
+    assert study_dose(large, base).ctdivol_mgy > study_dose(small, base).ctdivol_mgy
+    ge = study_dose(small, dataclasses.replace(base, vendor="ge")).ctdivol_mgy
+    siemens = study_dose(small, dataclasses.replace(base, vendor="siemens")).ctdivol_mgy
+    assert ge > study_dose(small, base).ctdivol_mgy > siemens
+    dose = study_dose(small, base)
+    assert dose.dlp_mgycm == pytest.approx(dose.ctdivol_mgy * 6.0, abs=0.1)
 
 
 def test_seg_loads_with_highdicom_and_references_its_series(extract, truth):
