@@ -9,6 +9,7 @@ markers (Patient Identity Removed, De-identification Method and its codes).
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -142,3 +143,38 @@ def marker_elements(options: frozenset[Option], implicit: bool) -> list[tuple[in
         (0x00120064, encode_sequence(0x00120064, items, implicit)),
         text(0x00280303, "CS", [temporal]),
     ]
+
+
+#: Dummy values (action D) by VR, and the VRs' length limits for cleaned text.
+BINARY_DUMMY: dict[str, bytes] = {
+    "US": struct.pack("<H", 0),
+    "SS": struct.pack("<h", 0),
+    "UL": struct.pack("<I", 0),
+    "SL": struct.pack("<i", 0),
+    "FL": struct.pack("<f", 0.0),
+    "FD": struct.pack("<d", 0.0),
+    "UV": struct.pack("<Q", 0),
+    "SV": struct.pack("<q", 0),
+    "AT": b"\x00\x00\x00\x00",
+}
+VR_MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "ST": 1024, "LT": 10240, "UC": 0, "UT": 0}
+
+
+def truncate(vr: str, text: str) -> str:
+    """``text`` cut to the VR's maximum length (no limit for UC and UT)."""
+    limit = VR_MAX_LENGTH.get(vr, 0)
+    return text[:limit] if limit else text
+
+
+DUMMY_TEXT = "ANONYMIZED"
+DUMMY_BY_VR: dict[str, str] = {
+    "AE": "ANONYMIZED",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "DS": "0",
+    "IS": "0",
+    "UR": "urn:anonymized",
+}

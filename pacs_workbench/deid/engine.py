@@ -5,7 +5,9 @@
 puts a dummy consistent with the VR, ``U`` replaces UIDs, ``K`` keeps (a kept sequence
 has its items cleaned), ``C`` cleans (dates shifted, text cleaned, AE titles
 pseudonymized, sequences cleaned item by item). Attributes outside Table E.1-1 are
-kept only when on the keep-list; private elements only when safe (E.3.10-1).
+decided by their VR (:func:`~pacs_workbench.deid.profile.unlisted_action`: structure
+retained, text cleaned, names emptied) unless on the keep-list; private elements are
+kept only when safe (E.3.10-1).
 
 It works on the encoded bytes (:mod:`~pacs_workbench.dicom.raw`): kept elements are
 copied byte for byte (so Pixel Data that needs no cleaning is byte-identical), changed
@@ -37,9 +39,8 @@ Keyed and consistent, so files de-identified apart still fit together:
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from io import BytesIO
 
@@ -47,7 +48,10 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
 from pacs_workbench.deid.encoding import (
+    BINARY_DUMMY,
     BINARY_VRS,
+    DUMMY_BY_VR,
+    DUMMY_TEXT,
     PLAIN_VRS,
     TEXT_VRS,
     InstanceContext,
@@ -56,16 +60,20 @@ from pacs_workbench.deid.encoding import (
     element_bytes,
     encode_values,
     marker_elements,
+    truncate,
 )
 from pacs_workbench.deid.instance import (
     HEADER_TAGS,
+    TRANSCODED_NOTE,
     DeidError,
     HeaderView,
+    big_endian_to_little,
     check_instance,
     clean_pixels,
     dataset_bytes,
     header_view,
     identifying_values,
+    is_big_endian,
     path_part,
 )
 from pacs_workbench.deid.keyed import (
@@ -79,9 +87,11 @@ from pacs_workbench.deid.keyed import (
 )
 from pacs_workbench.deid.pixels import PixelResult, assess_pixel_risk
 from pacs_workbench.deid.profile import (
+    CLEAN_UNLISTED,
     KEEP_LISTED,
     REMOVE_UNLISTED,
     RESEARCH_DEFAULT,
+    RETAIN_UNLISTED,
     Option,
     Profile,
     iod_family,
@@ -105,30 +115,12 @@ from pacs_workbench.dicom.raw import (
 IMPLEMENTATION_CLASS_UID = "2.25." + str(int.from_bytes(b"pacs-workbench-deid-v1"[:16], "big"))
 IMPLEMENTATION_VERSION_NAME = "PACSWB_DEID_1"
 
-BINARY_DUMMY: dict[str, bytes] = {
-    "US": struct.pack("<H", 0),
-    "SS": struct.pack("<h", 0),
-    "UL": struct.pack("<I", 0),
-    "SL": struct.pack("<i", 0),
-    "FL": struct.pack("<f", 0.0),
-    "FD": struct.pack("<d", 0.0),
-    "UV": struct.pack("<Q", 0),
-    "SV": struct.pack("<q", 0),
-    "AT": b"\x00\x00\x00\x00",
-}
-VR_MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "ST": 1024, "LT": 10240, "UC": 0, "UT": 0}
-
 TAG_PATIENT_ID = 0x00100020
 TAG_PATIENT_NAME = 0x00100010
 TAG_ACCESSION = 0x00080050
 TAG_PATIENT_AGE = 0x00101010
 TAG_PIXEL_DATA = 0x7FE00010
 IDENTITY_TAGS = frozenset({TAG_PATIENT_ID, TAG_PATIENT_NAME, TAG_ACCESSION})
-
-
-def _truncate(vr: str, text: str) -> str:
-    limit = VR_MAX_LENGTH.get(vr, 0)
-    return text[:limit] if limit else text
 
 
 COUNT_FIELDS = (
@@ -142,23 +134,6 @@ COUNT_FIELDS = (
     "n_private_kept",
     "n_pixel_boxes",
 )
-
-_DUMMY_TEXT = "ANONYMIZED"
-_DUMMY_BY_VR: dict[str, str] = {
-    "AE": "ANONYMIZED",
-    "AS": "000Y",
-    "CS": "ANONYMIZED",
-    "DA": "19000101",
-    "DT": "19000101000000",
-    "TM": "000000",
-    "DS": "0",
-    "IS": "0",
-    "UR": "urn:anonymized",
-}
-
-
-# --- keyed replacements ------------------------------------------------------------------------
-
 
 # --- the walk ----------------------------------------------------------------------------------
 
@@ -182,6 +157,9 @@ class DeidOutput:
         the escrow, written only where the user asks.
     pixels
         Pixel cleaning result, or ``None`` when the image needed no check.
+    notes
+        What changed in the encoding (big endian transcoded, cleaned pixels stored
+        decompressed), for the log.
     """
 
     data: bytes
@@ -190,6 +168,7 @@ class DeidOutput:
     actions: Counter[tuple[str, str, str]]
     mapping: set[tuple[str, str, str]]
     pixels: PixelResult | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def dataset(self) -> Dataset:
@@ -252,6 +231,10 @@ class Deidentifier:
             an image that may carry burned-in text which cannot be checked and cleaned
             (or Clean Pixel Data is not selected).
         """
+        notes: list[str] = []
+        if is_big_endian(data):
+            data = big_endian_to_little(data)
+            notes.append(TRANSCODED_NOTE)
         try:
             raw = read_file(data)
         except RawFormatError as exc:
@@ -278,7 +261,9 @@ class Deidentifier:
         actions: Counter[tuple[str, str, str]] = Counter()
         for (tag, action), n in ctx.actions.items():
             actions[(*_label(tag), action)] += n
-        return DeidOutput(output, relpath, counts, actions, ctx.mapping, pixels)
+        if pixels is not None and pixels.note:
+            notes.append(pixels.note)
+        return DeidOutput(output, relpath, counts, actions, ctx.mapping, pixels, notes)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -386,7 +371,8 @@ class Deidentifier:
                     out.append((tag, piece))
                 continue
             action = ctx.profile.action(tag, ctx.family, nested)
-            if (action == KEEP_LISTED or action == "K") and e.vr in PLAIN_VRS and not clean_text_items:
+            retained = action in (KEEP_LISTED, "K") or (action == RETAIN_UNLISTED and e.vr != "UI")
+            if retained and e.vr in PLAIN_VRS and not clean_text_items:
                 # the common case (geometry, pixel module, numbers, codes): copied as it is
                 ctx.actions[(tag, action)] += 1
                 out.append((tag, copy_element(ctx, e)))
@@ -415,6 +401,11 @@ class Deidentifier:
             ctx.counts["n_emptied"] += 1
             return element_bytes(ctx, tag, vr, b"")
         if action == "D":
+            if vr == "SQ" and e.items:
+                # a dummy consistent with the IOD: the items' structure, every value cleaned
+                # by its own row (names dummied, UIDs remapped, dates shifted, text cleaned)
+                ctx.counts["n_dummied"] += 1
+                return self._sequence(ctx, e, clean_text_items=True)
             return self._dummy(ctx, e)
         if action == "U":
             if vr == "UI":
@@ -424,16 +415,27 @@ class Deidentifier:
             return self._dummy(ctx, e)
         if action == "C":
             return self._clean_value(ctx, e)
-        # K or keep-listed
+        if action == CLEAN_UNLISTED:
+            if vr == "PN":  # a name outside the table is nobody the research needs
+                ctx.counts["n_emptied"] += 1
+                return element_bytes(ctx, tag, vr, b"")
+            return self._clean_value(ctx, e)
+        if action == RETAIN_UNLISTED and vr == "UI":
+            return self._uids(ctx, e)  # registry UIDs stay, instance UIDs take the keyed remap
+        # K, keep-listed or retained by VR
         if vr == "SQ":
             return self._sequence(ctx, e, clean_text_items=clean_text_items)
         if tag == TAG_PATIENT_AGE:
             return element_bytes(ctx, tag, vr, encode_values(ctx, vr, [cap_age(v) for v in decode_values(ctx, e)]))
-        if vr in ("DA", "DT") and action == KEEP_LISTED:
+        if vr in ("DA", "DT") and action in (KEEP_LISTED, RETAIN_UNLISTED):
             # a date outside E.1-1 would escape the longitudinal options: never kept as is
             return self._dates(ctx, e)
         if vr in TEXT_VRS:
-            full = clean_text_items or (action == KEEP_LISTED and ctx.profile.is_free_text(tag))
+            full = (
+                clean_text_items
+                or action == RETAIN_UNLISTED  # text where the dictionary has a number: cleaned
+                or (action == KEEP_LISTED and ctx.profile.is_free_text(tag))
+            )
             return self._text(ctx, e, full=full)
         return copy_element(ctx, e)
 
@@ -460,12 +462,14 @@ class Deidentifier:
             return self._uids(ctx, e)
         ctx.counts["n_dummied"] += 1
         if vr == "SQ":
-            return encode_sequence(e.tag, [b""], ctx.implicit)
+            # an empty sequence stays empty (a Type 2 sequence with zero items is valid; an
+            # empty item would lack the item's Type 1 attributes)
+            return encode_sequence(e.tag, [b""] if e.items else [], ctx.implicit)
         if vr in BINARY_DUMMY:
             return element_bytes(ctx, e.tag, vr, BINARY_DUMMY[vr])
         if vr in BINARY_VRS:
             return element_bytes(ctx, e.tag, vr, b"\x00\x00")
-        return element_bytes(ctx, e.tag, vr, pad(str(_DUMMY_BY_VR.get(vr, _DUMMY_TEXT)).encode(), vr))
+        return element_bytes(ctx, e.tag, vr, pad(str(DUMMY_BY_VR.get(vr, DUMMY_TEXT)).encode(), vr))
 
     def _uid_values(self, ctx: InstanceContext, values: list[str]) -> list[str]:
         new = []
@@ -503,7 +507,7 @@ class Deidentifier:
         changed = False
         for text in values:
             cleaned = clean_text(text, ctx.scrubber) if full else ctx.scrubber.scrub(text)
-            cleaned = _truncate(vr, cleaned)
+            cleaned = truncate(vr, cleaned)
             if cleaned != text:
                 changed = True
                 ctx.counts["n_text_cleaned"] += 1

@@ -11,9 +11,12 @@ vendor regions are blanked in every frame. The result is checked again at a high
 detection resolution (small text too); what that finds is blanked and checked again,
 and text that survives four rounds makes the image fail.
 
-Failing closed: an image to check whose pixels cannot be decoded (no decoder for its
-transfer syntax), whose photometric interpretation or bit depth is not supported, or
-where OCR fails raises :class:`PixelCleaningError`; the caller quarantines it.
+PALETTE COLOR images are read through their palette and blanked in the stored indices;
+YBR images (decoded to RGB) and compressed images that had boxes blanked are stored
+uncompressed, with a note for the log. Failing closed: an image to check whose pixels
+cannot be decoded (no decoder for its transfer syntax), whose photometric
+interpretation or bit depth (1 bit) is not supported, or where OCR fails raises
+:class:`PixelCleaningError`; the caller quarantines it.
 Images that need no check are never decoded, so their Pixel Data stays byte-identical.
 
 The OCR engine is loaded once per process (:func:`get_ocr_engine`) with one
@@ -43,7 +46,21 @@ RISKY_IMAGE_TYPES = frozenset(
     {"SCREEN SAVE", "SCREENSAVE", "SCREEN_SAVE", "SCREENSHOT", "DOSE INFO", "DOSE_INFO", "DOSE REPORT", "REPORT"}
 )
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
-SUPPORTED_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422"})
+SUPPORTED_PHOTOMETRIC = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "RGB",
+        "PALETTE COLOR",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_420",
+        "YBR_RCT",
+        "YBR_ICT",
+    }
+)
+#: Photometric interpretations whose decoded array is the stored one (written back in place).
+STORED_AS_DECODED = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR"})
 DEFAULT_MARGIN = 4
 MAX_ROUNDS = 4
 
@@ -69,6 +86,7 @@ class PixelResult:
     reasons: list[str]
     boxes: list[Box] = field(default_factory=list)
     frames: int = 0
+    note: str = ""
 
 
 def _as_str_list(value: Any) -> list[str]:
@@ -226,14 +244,16 @@ def frames_array(ds: Dataset) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in SUPPORTED_PHOTOMETRIC:
         raise PixelCleaningError(f"photometric interpretation {photometric or 'missing'} not supported for cleaning")
-    if int(ds.get("BitsAllocated", 0)) not in (8, 16):
+    if int(ds.get("BitsAllocated", 0)) not in (8, 16, 32):
         raise PixelCleaningError(f"Bits Allocated {ds.get('BitsAllocated')} not supported for cleaning")
     if ts in ("1.2.840.10008.1.2.2",):
         raise PixelCleaningError("big-endian pixel data not supported for cleaning")
     try:
         arr = ds.pixel_array
     except Exception as exc:  # any decoder failure means the pixels cannot be checked
-        raise PixelCleaningError(f"pixel data could not be decoded ({type(exc).__name__})") from exc
+        raise PixelCleaningError(
+            f"pixel data could not be decoded by the installed decoders ({type(exc).__name__})"
+        ) from exc
     samples = int(ds.get("SamplesPerPixel", 1))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames == 1:
@@ -247,9 +267,21 @@ def decoded_frames(ds: Dataset) -> tuple[np.ndarray, str]:
     """:func:`frames_array` and the photometric interpretation of the decoded frames; raises PixelCleaningError."""
     arr = frames_array(ds)
     photometric = str(ds.PhotometricInterpretation).strip()
+    if photometric == "PALETTE COLOR":
+        return _through_palette(ds, arr), "RGB"
     if photometric.startswith("YBR"):
         photometric = "RGB"  # pydicom converts YBR to RGB when decoding
     return arr, photometric
+
+
+def _through_palette(ds: Dataset, arr: np.ndarray) -> np.ndarray:
+    """Palette indices as the RGB a viewer shows (what OCR must read)."""
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        return np.asarray(apply_color_lut(arr, ds))
+    except Exception as exc:  # a broken palette cannot be shown, so it cannot be checked
+        raise PixelCleaningError(f"palette could not be applied ({type(exc).__name__})") from exc
 
 
 def render_frame(frame: np.ndarray, photometric: str) -> np.ndarray:
@@ -275,6 +307,8 @@ def sample_frames(n: int) -> list[int]:
 def _blank(arr: np.ndarray, boxes: list[Box], photometric: str) -> None:
     if photometric == "MONOCHROME1":
         fill = arr.max()
+    elif photometric == "PALETTE COLOR":
+        fill = arr.min()  # one palette entry everywhere in the box: no text left
     elif arr.ndim == 4:
         fill = 0
     else:
@@ -293,10 +327,14 @@ def _detect(arr: np.ndarray, photometric: str, margin: int, mode: str) -> list[B
     return boxes
 
 
-def _write_back(ds: Dataset, arr: np.ndarray, photometric: str) -> None:
-    """Store the cleaned array; native little-endian data in place, anything else re-encoded."""
+def _write_back(ds: Dataset, arr: np.ndarray, photometric: str) -> str:
+    """Store the cleaned array; native little-endian data in place, anything else decompressed.
+
+    Returns the note for the log ("" when stored in place).
+    """
     ts = UID(str(ds.file_meta.TransferSyntaxUID))
-    native = not ts.is_compressed and ts.is_little_endian and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB")
+    stored = str(ds.PhotometricInterpretation).strip()
+    native = not ts.is_compressed and ts.is_little_endian and stored in STORED_AS_DECODED
     frames = arr.shape[0]
     if native:
         bits = int(ds.BitsAllocated)
@@ -309,13 +347,14 @@ def _write_back(ds: Dataset, arr: np.ndarray, photometric: str) -> None:
         if len(data) % 2:
             data += b"\x00"
         ds.PixelData = data
-        return
+        return ""
     target = "RGB" if arr.ndim == 4 else photometric
     store = arr if frames > 1 else arr[0]
-    if store.dtype not in (np.uint8, np.uint16, np.int8, np.int16):
+    if store.dtype not in (np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32):
         raise PixelCleaningError(f"cleaned pixel type {store.dtype} cannot be stored")
     bits_stored = int(ds.get("BitsStored", store.dtype.itemsize * 8))
     ds.set_pixel_data(store, target, bits_stored, generate_instance_uid=False)
+    return f"cleaned pixels stored uncompressed {target} (source: {ts.name or ts}, {stored})"
 
 
 def clean_pixel_data(ds: Dataset, reasons: list[str], *, margin: int = DEFAULT_MARGIN) -> PixelResult:
@@ -341,27 +380,34 @@ def clean_pixel_data(ds: Dataset, reasons: list[str], *, margin: int = DEFAULT_M
         When the pixels cannot be decoded, the format is not supported, OCR fails, or
         text is still found after blanking.
     """
-    arr, photometric = decoded_frames(ds)
+    arr = frames_array(ds)
+    stored = str(ds.PhotometricInterpretation).strip()
+    photometric = "RGB" if stored.startswith("YBR") else stored  # pydicom decodes YBR to RGB
+
+    def detect(mode: str) -> list[Box]:
+        if stored == "PALETTE COLOR":  # read through the palette, blank the stored indices
+            return _detect(_through_palette(ds, arr), "RGB", margin, mode)
+        return _detect(arr, photometric, margin, mode)
+
     height, width = arr.shape[1], arr.shape[2]
     boxes: list[Box] = []
     for x0, y0, x1, y1 in vendor_regions(ds):
         boxes.append((max(0, x0), max(0, y0), min(width, x1), min(height, y1)))
-    boxes.extend(_detect(arr, photometric, margin, "fast"))
+    boxes.extend(detect("fast"))
     changed = bool(boxes)
     if boxes:
         _blank(arr, boxes, photometric)
     # the check runs at the sensitive resolution: it also finds text too small for the first pass
     for _ in range(MAX_ROUNDS):
-        remaining = _detect(arr, photometric, margin, "sensitive")
+        remaining = detect("sensitive")
         if not remaining:
             break
         boxes.extend(remaining)
         _blank(arr, remaining, photometric)
         changed = True
     else:
-        if _detect(arr, photometric, margin, "sensitive"):
+        if detect("sensitive"):
             raise PixelCleaningError("text still detected after blanking")
-    if changed:
-        _write_back(ds, arr, photometric)
+    note = _write_back(ds, arr, photometric) if changed else ""
     ds.BurnedInAnnotation = "NO"
-    return PixelResult(reasons=list(reasons), boxes=sorted(set(boxes)), frames=int(arr.shape[0]))
+    return PixelResult(reasons=list(reasons), boxes=sorted(set(boxes)), frames=int(arr.shape[0]), note=note)

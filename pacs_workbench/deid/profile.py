@@ -21,8 +21,16 @@ Resolution of one attribute, in order:
    (another IOD, or inside a sequence) the resolution is conservative for IOD
    validity: ``X/Z`` -> ``Z``, ``X/D`` -> ``D``, ``Z/D`` -> ``D``, ``X/Z/D`` -> ``D``,
    ``X/Z/U*`` -> ``U`` (keep the reference sequence, replace the UIDs it holds).
-3. An attribute absent from E.1-1 is kept only when it is on the keep-list; otherwise
-   it is removed.
+3. A standard attribute absent from E.1-1 is decided by what its VR (from the data
+   dictionary) can carry, as the table's own rows are (PS3.15 E.1: the table lists the
+   attributes that can identify; structure is kept): numbers, codes (CS), tags, times,
+   binary data and sequences are retained (sequence items walked, UIDs through the
+   keyed remap, which leaves registry UIDs alone); free text (LO, SH, ST, LT, UT, UC)
+   is cleaned, person names emptied, AE titles pseudonymized, dates shifted, ages
+   capped; links (UR), unknown VRs and attributes outside the dictionary are removed.
+   The keep-list names the few text attributes kept as they are (scrubbed of the
+   patient's own identifiers only), where the standard leaves the choice: codes,
+   equipment and acquisition names.
 4. A private element is removed unless Retain Safe Private is enabled and its
    (private creator, group, element-in-block) is in Table E.3.10-1.
 """
@@ -46,8 +54,39 @@ TABLES_PACKAGE = "pacs_workbench.deid"
 
 #: Action codes of PS3.15 E.1.1 plus the two outcomes for attributes not in E.1-1.
 KEEP_LISTED = "keep"
+RETAIN_UNLISTED = "retain"
+CLEAN_UNLISTED = "clean"
 REMOVE_UNLISTED = "remove"
-FINAL_ACTIONS = ("X", "Z", "D", "U", "K", "C", KEEP_LISTED, REMOVE_UNLISTED)
+FINAL_ACTIONS = ("X", "Z", "D", "U", "K", "C", KEEP_LISTED, RETAIN_UNLISTED, CLEAN_UNLISTED, REMOVE_UNLISTED)
+
+#: VRs of unlisted attributes that cannot carry identifying text: kept (UIDs remapped).
+RETAINED_VRS = frozenset(
+    {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT", "CS", "TM", "UI", "SQ"}
+    | {"OB", "OW", "OF", "OD", "OL", "OV"}
+)
+#: VRs of unlisted attributes whose values are cleaned (text, names, AE titles, dates, ages).
+CLEANED_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "AE", "DA", "DT", "AS"})
+
+
+@lru_cache(maxsize=8192)
+def unlisted_action(tag: int) -> str:
+    """What happens to a standard attribute that Table E.1-1 does not list, by its dictionary VR.
+
+    ``retain`` for :data:`RETAINED_VRS`, ``clean`` for :data:`CLEANED_VRS`, ``remove``
+    for anything else (UR, UN, attributes the dictionary does not know). An attribute
+    whose VR is one of several (``US or SS``) is retained only when all are retainable.
+    """
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        vrs = set(dictionary_VR(tag).split(" or "))
+    except KeyError:
+        return REMOVE_UNLISTED
+    if vrs <= RETAINED_VRS:
+        return RETAIN_UNLISTED
+    if vrs <= CLEANED_VRS | RETAINED_VRS:
+        return CLEAN_UNLISTED
+    return REMOVE_UNLISTED
 
 
 class Option(StrEnum):
@@ -101,13 +140,15 @@ OPTION_COLUMNS: dict[Option, str] = {
 }
 
 #: The research default: Basic + Retain Longitudinal Temporal Information with Modified
-#: Dates + Retain Patient Characteristics + Clean Descriptors + Retain Safe Private +
+#: Dates + Retain Patient Characteristics + Clean Descriptors + Clean Structured Content
+#: (SR documents keep their content tree, values cleaned) + Retain Safe Private +
 #: Clean Pixel Data.
 RESEARCH_DEFAULT: frozenset[Option] = frozenset(
     {
         Option.RETAIN_LONG_MODIFIED_DATES,
         Option.RETAIN_PATIENT_CHARS,
         Option.CLEAN_DESCRIPTORS,
+        Option.CLEAN_STRUCTURED_CONTENT,
         Option.RETAIN_SAFE_PRIVATE,
         Option.CLEAN_PIXEL_DATA,
     }
@@ -270,6 +311,12 @@ def row_for_tag(tag: int) -> ProfileRow | None:
     return None
 
 
+def _is_overlay(tag: int) -> bool:
+    """Whether ``tag`` is in a repeating overlay group (60xx, even)."""
+    group = tag >> 16
+    return 0x6000 <= group <= 0x601E and group % 2 == 0
+
+
 @dataclass(frozen=True)
 class SafePrivate:
     """One row of Table E.3.10-1."""
@@ -369,6 +416,16 @@ _GENERAL_IMAGE_TYPES: dict[str, int] = {
     "DetectorID": 3,
     "DateOfLastDetectorCalibration": 3,
     "TimeOfLastDetectorCalibration": 3,
+}
+
+#: Types that are the same in every composite IOD (General Study and General Equipment
+#: modules), used at the top level of an instance whose IOD family is not tabulated.
+COMMON_TYPES: dict[str, int] = {
+    "ReferencedStudySequence": 3,
+    "InstitutionName": 3,
+    "InstitutionAddress": 3,
+    "InstitutionalDepartmentName": 3,
+    "StationName": 3,
 }
 
 IOD_TYPES: dict[str, dict[str, int]] = {
@@ -479,13 +536,15 @@ class Profile:
         if code is None:
             row = row_for_tag(tag)
             code = self.row_code(row) if row is not None else None
-        if code is None:
-            result = KEEP_LISTED if tag in self.keep_list.tags else REMOVE_UNLISTED
+        if code is None and _is_overlay(tag) and self.action((tag & 0xFFFF0000) | 0x3000) in ("X", REMOVE_UNLISTED):
+            result = REMOVE_UNLISTED  # an overlay without its data is invalid: the group goes with it
+        elif code is None:
+            result = KEEP_LISTED if tag in self.keep_list.tags else unlisted_action(tag)
         elif "/" in code:
             attr_type = None
-            if not nested and family is not None:
+            if not nested:
                 keyword = keyword_for_tag(tag)
-                attr_type = IOD_TYPES.get(family, {}).get(keyword)
+                attr_type = IOD_TYPES[family].get(keyword) if family in IOD_TYPES else COMMON_TYPES.get(keyword)
             result = resolve_compound(code, attr_type)
         else:
             result = code

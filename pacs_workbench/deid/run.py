@@ -67,6 +67,7 @@ LOG_COLUMNS = (
     *COUNT_FIELDS,
     "pixel_check",
     "pixel_boxes",
+    "note",
 )
 
 
@@ -237,6 +238,7 @@ def deidentify_file(task: FileTask) -> dict[str, Any]:
         "reason": None,
         "pixel_check": "; ".join(result.pixels.reasons) if result.pixels else None,
         "pixel_boxes": json.dumps([list(b) for b in result.pixels.boxes]) if result.pixels else None,
+        "note": "; ".join(result.notes) or None,
     }
     record.update(result.counts)
     record["actions"] = result.actions

@@ -27,8 +27,10 @@ from pacs_workbench.deid.keyed import (
     shift_datetime,
 )
 from pacs_workbench.deid.profile import (
+    CLEAN_UNLISTED,
     KEEP_LISTED,
     REMOVE_UNLISTED,
+    RETAIN_UNLISTED,
     Option,
     Profile,
     iod_family,
@@ -130,18 +132,21 @@ def _check_dataset(src: Dataset, out: Dataset, profile: Profile, family: str | N
             assert new.is_empty, f"{elem.keyword} not emptied"
         elif action == "D":
             if elem.VR == "SQ":
-                assert len(new.value) == 1
+                # the items kept for the IOD, each value cleaned by its own row
+                assert len(new.value) == len(elem.value)
+                for old_item, new_item in zip(elem.value, new.value, strict=True):
+                    _check_dataset(old_item, new_item, profile, family, True, ctx)
             else:
                 assert not new.is_empty
                 if elem.VR not in ("UI",) and _values(elem.value) != _values(new.value):
                     pass  # the dummy replaced the value
-        elif action == "U" and elem.VR == "UI":
+        elif action in ("U", RETAIN_UNLISTED) and elem.VR == "UI":
             for old_v, new_v in zip(_values(elem.value), _values(new.value), strict=True):
                 if old_v and old_v in ctx["wellknown"]:
                     assert new_v == old_v
                 elif old_v:
                     assert new_v == remap_uid(ctx["key"], old_v) and new_v.startswith("2.25.") and new_v != old_v
-        elif elem.VR == "SQ" and action in ("K", "C", "U", KEEP_LISTED):
+        elif elem.VR == "SQ" and action in ("K", "C", "U", KEEP_LISTED, RETAIN_UNLISTED):
             assert len(new.value) == len(elem.value)
             for old_item, new_item in zip(elem.value, new.value, strict=True):
                 _check_dataset(old_item, new_item, profile, family, True, ctx)
@@ -151,12 +156,24 @@ def _check_dataset(src: Dataset, out: Dataset, profile: Profile, family: str | N
         elif action == "C" and elem.VR == "DT":
             shifted = [shift_datetime(v, ctx["offset"]) for v in _values(elem.value)]
             assert _values(new.value) == [v for v in shifted if v is not None]
-        elif action == "C" and elem.VR in ("LO", "SH", "ST", "LT", "UT", "PN"):
+        elif action == CLEAN_UNLISTED and elem.VR == "PN":
+            assert new.is_empty, f"{elem.keyword}: a name outside the table is emptied"
+        elif action in ("C", CLEAN_UNLISTED) and elem.VR in ("LO", "SH", "ST", "LT", "UT", "PN"):
             text = " ".join(_values(new.value)).lower()
             for term in ctx["phi"]:
                 if len(term) >= 4:
                     assert not re.search(rf"(?<![a-z0-9]){re.escape(term.lower())}(?![a-z0-9])", text), elem.keyword
-        elif action in ("K", KEEP_LISTED) and elem.VR not in ("SQ", "LO", "SH", "ST", "LT", "UT", "PN", "DA", "DT"):
+        elif action in ("K", KEEP_LISTED, RETAIN_UNLISTED) and elem.VR not in (
+            "SQ",
+            "LO",
+            "SH",
+            "ST",
+            "LT",
+            "UT",
+            "PN",
+            "DA",
+            "DT",
+        ):
             if tag == 0x00101010:
                 continue  # Patient's Age is capped
             assert new.value == elem.value, f"{elem.keyword} changed under {action}"

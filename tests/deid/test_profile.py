@@ -7,16 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from pacs_workbench.core.params import reference_dir
 from pacs_workbench.deid.profile import (
+    CLEAN_UNLISTED,
+    COMMON_TYPES,
     COMPOUND_FALLBACK,
     KEEP_LISTED,
     OPTION_CODES,
     OPTION_COLUMNS,
     REMOVE_UNLISTED,
     RESEARCH_DEFAULT,
+    RETAIN_UNLISTED,
     Option,
     OptionsError,
     Profile,
@@ -87,8 +90,10 @@ def test_keep_list_is_outside_the_table_and_valid() -> None:
     assert keep.tags and keep.free_text <= keep.tags
     for tag in keep.tags:
         assert row_for_tag(tag) is None, keyword_for_tag(tag)
-    for keyword in ("PixelData", "ImagePositionPatient", "Manufacturer", "SegmentSequence", "ContourData"):
+    for keyword in ("Manufacturer", "CodeValue", "ConvolutionKernel"):
         assert tag_for_keyword(keyword) in keep.tags
+    for tag in keep.tags:  # the keep-list is for text only: everything else is decided by its VR
+        assert dictionary_VR(tag) in ("LO", "SH", "UC", "UR"), keyword_for_tag(tag)
 
 
 def test_parse_options() -> None:
@@ -101,6 +106,7 @@ def test_parse_options() -> None:
         Option.RETAIN_LONG_MODIFIED_DATES,
         Option.RETAIN_PATIENT_CHARS,
         Option.CLEAN_DESCRIPTORS,
+        Option.CLEAN_STRUCTURED_CONTENT,
         Option.RETAIN_SAFE_PRIVATE,
         Option.CLEAN_PIXEL_DATA,
     } == RESEARCH_DEFAULT
@@ -112,7 +118,7 @@ def test_parse_options() -> None:
 
 def test_method_codes_are_cid_7050() -> None:
     codes = dict(method_codes(RESEARCH_DEFAULT))
-    assert set(codes) == {"113100", "113101", "113105", "113107", "113108", "113111"}
+    assert set(codes) == {"113100", "113101", "113104", "113105", "113107", "113108", "113111"}
     assert {c for c, _ in OPTION_CODES.values()} == {f"1131{n:02d}" for n in (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)}
 
 
@@ -136,7 +142,9 @@ def test_every_row_resolves_as_the_table_says(options: frozenset[Option]) -> Non
         tag = int(row.tag[1:5] + row.tag[6:10], 16)
         code = _expected_code(row, options)
         expected = COMPOUND_FALLBACK.get(code, code)
-        assert profile.action(tag) == expected, (row.tag, row.name)
+        common = COMMON_TYPES.get(keyword_for_tag(tag) or "")
+        top = resolve_compound(code, common) if common is not None else expected
+        assert profile.action(tag) == top, (row.tag, row.name)
         assert profile.action(tag, nested=True) == expected
 
 
@@ -163,10 +171,18 @@ def test_compound_codes_follow_the_attribute_type() -> None:
 
 def test_unlisted_private_and_repeating_groups() -> None:
     profile = Profile(RESEARCH_DEFAULT)
-    assert profile.action(_tag("Rows")) == KEEP_LISTED
-    assert profile.action(_tag("ReferencedSeriesSequence")) == KEEP_LISTED
-    assert profile.action(_tag("CalibrationImage")) == REMOVE_UNLISTED
+    assert profile.action(_tag("Manufacturer")) == KEEP_LISTED
+    # outside the table, the VR decides: structure retained, text cleaned, links removed
+    for keyword in ("Rows", "ReferencedSeriesSequence", "CalibrationImage", "CompletionFlag", "RelationshipType"):
+        assert profile.action(_tag(keyword)) == RETAIN_UNLISTED, keyword
+    for keyword in ("AcquisitionContrast", "ReferencedWaveformChannels", "ImagePlanePixelSpacing", "ValueType"):
+        assert profile.action(_tag(keyword)) == RETAIN_UNLISTED, keyword
+    assert profile.action(_tag("TextValue")) == CLEAN_UNLISTED
+    assert profile.action(_tag("SegmentDescription")) == CLEAN_UNLISTED
+    assert profile.action(_tag("RetrieveURL")) == REMOVE_UNLISTED  # UR
     assert profile.action(0x60023000) == "X"  # Overlay Data, repeating group
+    assert profile.action(0x60020010) == REMOVE_UNLISTED  # Overlay Rows go with the removed data
+    assert Profile(frozenset({Option.CLEAN_GRAPHICS})).action(0x60020010) == RETAIN_UNLISTED
     assert Profile(frozenset({Option.CLEAN_GRAPHICS})).action(0x60023000) == "C"
     assert profile.action(0x50040010) == "X"  # curve data
     assert profile.safe_private("GEMS_ACQU_01 ", 0x00191023) is not None
