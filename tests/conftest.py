@@ -12,6 +12,8 @@ from pacs_workbench.runner import prepare_demo_data, retarget_params, run_notebo
 PATIENTS = 12
 # Enough patients for a model, with a cross-validation small enough for a test.
 SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100}
+# A few training steps: the segmentation notebook runs end to end, not to a good model.
+SMALL_SEGMENTATION = {"iterations": 40}
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +24,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     prepare_demo_data(data_dir, patients=PATIENTS, seed=3)
     params = retarget_params(data_dir)
     params["05_radiomics_model"].update(SMALL_MODEL)
+    params["04_segmentation"].update(SMALL_SEGMENTATION)
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     result = run_notebooks(params_file, root / "reports", base_dir=root)

@@ -12,6 +12,14 @@ figures, :mod:`.simulate` the active-learning simulation.
 from pacs_workbench.segment.data import SegmentationError, assign_splits, read_cases
 from pacs_workbench.segment.external import load_external_model
 from pacs_workbench.segment.net import TrainConfig, build_unet, dice, train_network
+from pacs_workbench.segment.report import (
+    dice_summary,
+    per_case,
+    pick_cases,
+    plot_cases,
+    plot_training_curve,
+    training_text,
+)
 from pacs_workbench.segment.run import MIN_LESION_MM3, SegmentationRun, hd95, rank_worklist, segment_cases
 
 __all__ = [
@@ -22,10 +30,16 @@ __all__ = [
     "assign_splits",
     "build_unet",
     "dice",
+    "dice_summary",
     "hd95",
     "load_external_model",
+    "per_case",
+    "pick_cases",
+    "plot_cases",
+    "plot_training_curve",
     "rank_worklist",
     "read_cases",
     "segment_cases",
     "train_network",
+    "training_text",
 ]

@@ -9,6 +9,7 @@ series, one segment per lesion; ``preprocess.load_mask`` reads it back voxel for
 from __future__ import annotations
 
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,7 +129,25 @@ def write_series_seg(
     stacked = np.stack([np.asarray(m, dtype=np.uint8) for m in lesion_masks], axis=-1)
     if stacked.shape[0] != len(sources):
         raise ValueError(f"mask has {stacked.shape[0]} slices, the series {len(sources)} frames")
-    seg = hd.seg.Segmentation(
+    with warnings.catch_warnings():
+        # highdicom's person-name check would echo (0010,0010) Patient's Name into the log.
+        warnings.simplefilter("ignore", UserWarning)
+        seg = _segmentation(sources, stacked, descriptions, algorithm_version or __version__, series_number)
+    # highdicom copies (0012,0062) Patient Identity Removed; the method it requires comes along too.
+    for keyword in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+        if keyword in sources[0] and keyword not in seg:
+            setattr(seg, keyword, sources[0].data_element(keyword).value)
+    path = Path(target)
+    write_atomic(path, lambda temp: seg.save_as(temp))
+    return path
+
+
+def _segmentation(
+    sources: Sequence[Any], stacked: np.ndarray, descriptions: list[Any], version: str, series_number: int
+) -> Any:
+    import highdicom as hd
+
+    return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=stacked,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -139,13 +158,10 @@ def write_series_seg(
         instance_number=1,
         manufacturer="pacs-workbench",
         manufacturer_model_name="lesion U-Net",
-        software_versions=algorithm_version or __version__,
+        software_versions=version,
         device_serial_number="0",
         series_description="Lung nodules (model)",
         content_label="NODULES",
         content_description="Lung nodules segmented by the workbench U-Net",
         omit_empty_frames=True,
     )
-    path = Path(target)
-    write_atomic(path, lambda temp: seg.save_as(temp))
-    return path

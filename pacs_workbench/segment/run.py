@@ -42,7 +42,7 @@ MIN_LESION_MM3 = 14.0
 COLUMNS = [
     "case_id", "lesion", "voxels", "volume_mm3", "mask_source", "mask", "uncertainty", "dice", "hd95_mm",
     "split", "labelled", "pseudo_patient_id", "SeriesInstanceUID", "status", "reason", "probability",
-    "uncertainty_map", "seg",
+    "uncertainty_map", "seg", "reference_mm3",
 ]
 
 
@@ -120,6 +120,7 @@ def _case_rows(
         "uncertainty": score, "probability": str(prob_path), "uncertainty_map": str(unc_path),
         "dice": dice(predicted, case.reference) if case.reference is not None else np.nan,
         "hd95_mm": hd95(predicted, case.reference, case.spacing) if case.reference is not None else np.nan,
+        "reference_mm3": float(case.reference.sum() * np.prod(case.spacing)) if case.reference is not None else np.nan,
         "status": "ok", "reason": "",
     }
     voxel_mm3 = float(np.prod(case.spacing))

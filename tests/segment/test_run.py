@@ -1,0 +1,76 @@
+"""The run: every case accounted for, masks where references are hidden, worklist, bring-your-own model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+
+from pacs_workbench.segment import SegmentationError, segment_cases
+from tests.segment.fixtures import TINY, write_cases
+
+
+def test_hidden_references_get_model_masks_scored_against_them(tmp_path) -> None:
+    cases = write_cases(tmp_path / "cases", 6, constant="case05")
+    run = segment_cases(cases, tmp_path / "out", labelled_fraction=0.7, config=TINY, workers=1, progress=False)
+    table = run.table
+    assert set(table["case_id"]) == set(cases["case_id"]), "every case has a row"
+    bad = table[table["case_id"] == "case05"].iloc[0]
+    assert bad["status"] == "error" and "empty volume" in bad["reason"]
+    model = table[(table["mask_source"] == "model") & (table["status"] == "ok")]
+    assert not model.empty and model["dice"].notna().all() and model["hd95_mm"].notna().all()
+    for path in model["mask"]:
+        assert sitk.GetArrayFromImage(sitk.ReadImage(path)).any()
+    reference = table[table["mask_source"] == "reference"]
+    assert (reference["mask"] == cases.set_index("case_id").loc[reference["case_id"], "mask"].values).all()
+    saved = pd.read_parquet(tmp_path / "out" / "segmentation.parquet")
+    assert list(saved["case_id"]) == list(table["case_id"])
+    worklist = pd.read_csv(tmp_path / "out" / "worklist.csv")
+    assert set(worklist["case_id"]) <= set(table.loc[table["split"] == "unlabelled", "case_id"])
+    assert worklist["uncertainty"].is_monotonic_decreasing
+    rerun = segment_cases(cases, tmp_path / "out", labelled_fraction=0.7, config=TINY, workers=1, progress=False)
+    assert rerun.summary["cached"] and rerun.summary["checkpoint_sha256"] == run.summary["checkpoint_sha256"]
+
+
+def test_no_labelled_case_when_training(tmp_path) -> None:
+    cases = write_cases(tmp_path / "cases", 2)
+    with pytest.raises(SegmentationError, match="no labelled case to train on"):
+        segment_cases(cases, tmp_path / "out", labelled_fraction=0.0, config=TINY, progress=False)
+
+
+class _Threshold(torch.nn.Module):
+    """Lesion logit rises with intensity: soft tissue in lung, no training needed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lesion = (x - 0.5) * 20.0
+        return torch.cat([torch.zeros_like(lesion), lesion], dim=1)
+
+
+def _save_model(tmp_path, **settings):
+    path = tmp_path / "byo" / "model.pt"
+    path.parent.mkdir()
+    torch.jit.script(_Threshold()).save(str(path))
+    yaml = {"spacing_mm": [1.0, 1.0, 1.0], "intensity": [-1000, 400], "in_channels": 1, "roi_size": 16, **settings}
+    path.with_suffix(".yaml").write_text("\n".join(f"{k}: {v}" for k, v in yaml.items()) + "\n")
+    return path
+
+
+def test_bring_your_own_torchscript_model(tmp_path) -> None:
+    cases = write_cases(tmp_path / "cases", 3)
+    model = _save_model(tmp_path)
+    run = segment_cases(cases, tmp_path / "out", model=model, progress=False)
+    assert (run.table["mask_source"] == "model").all() and (run.table["status"] == "ok").all()
+    assert np.median(run.table.groupby("case_id")["dice"].first()) > 0.8
+    assert run.summary["model"] == "external" and len(run.summary["checkpoint_sha256"]) == 64
+
+
+def test_a_model_with_other_channels_or_spacing_is_refused(tmp_path) -> None:
+    cases = write_cases(tmp_path / "cases", 2)
+    with pytest.raises(SegmentationError, match="expects 3 input channels"):
+        segment_cases(cases, tmp_path / "o1", model=_save_model(tmp_path, in_channels=3), progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(SegmentationError, match=r"trained at \[0.7, 0.7, 2.0\] mm"):
+        segment_cases(cases, tmp_path / "o2", model=_save_model(other, spacing_mm=[0.7, 0.7, 2.0]), progress=False)
