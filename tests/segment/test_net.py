@@ -38,9 +38,8 @@ def test_training_is_deterministic_and_cached(tmp_path) -> None:
     for (name, p), q in zip(first.network.state_dict().items(), second.network.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
     image = validation[0].image
-    assert np.array_equal(
-        predict_probability(first.network, image, 16, flips=(0,)), predict_probability(second.network, image, 16, flips=(0,))
-    )
+    first_prob = predict_probability(first.network, image, 16, flips=(0,))
+    assert np.array_equal(first_prob, predict_probability(second.network, image, 16, flips=(0,)))
     again, _ = _train(tmp_path, "a")
     assert again.cached and again.checkpoint_sha256 == first.checkpoint_sha256 and not first.cached
 
