@@ -45,7 +45,10 @@ def outcome_table(deid_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Files written and quarantined, with the total of each action count."""
     log = load_log(deid_dir)
     rows = [{"measure": "input files", "value": len(log)}]
-    rows += [{"measure": f"files {o}", "value": int((log["outcome"] == o).sum())} for o in ("written", "quarantined")]
+    rows += [
+        {"measure": f"files {o}", "value": int((log["outcome"] == o).sum())}
+        for o in ("written", "duplicate", "quarantined")
+    ]
     rows += [{"measure": c, "value": int(log[c].sum())} for c in COUNT_FIELDS]
     return pd.DataFrame(rows)
 

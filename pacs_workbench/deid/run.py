@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from pacs_workbench.core.executor import map_items
 from pacs_workbench.core.files import remove_stale_temp_files, write_bytes_atomic, write_text_atomic
 from pacs_workbench.core.pseudonym import load_key
+from pacs_workbench.deid.duplicates import resolve_duplicates
 from pacs_workbench.deid.engine import COUNT_FIELDS, Deidentifier
 from pacs_workbench.deid.instance import DeidError
 from pacs_workbench.deid.profile import TABLE_EDITION, format_options, parse_options
@@ -509,6 +510,7 @@ def _summary(records: list[dict[str, Any]], option_text: str) -> dict[str, Any]:
     return {
         "files": len(records),
         "written": sum(1 for r in records if r["outcome"] == "written"),
+        "duplicate": sum(1 for r in records if r["outcome"] == "duplicate"),
         "quarantined": sum(1 for r in records if r["outcome"] == "quarantined"),
         "failed": sum(1 for r in records if r["outcome"] == "failed"),
         "quarantine_reasons": dict(sorted(reasons.items())),
@@ -562,31 +564,10 @@ def _write_outputs(dst: Path, records: list[dict[str, Any]], actions: Counter[tu
 
 
 def _resolve_collisions(records: list[dict[str, Any]], tasks: list[FileTask]) -> None:
-    """Two different inputs with the same SOP Instance UID: keep one, quarantine the rest.
-
-    Identical copies of a file are harmless (they write the same bytes). For different
-    content the input with the smallest sha256 wins, its output is rewritten (another
-    worker may have written last), and the others are quarantined.
-    """
-    by_output: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        if r["outcome"] == "written":
-            by_output.setdefault(r["output"], []).append(r)
+    """One written file per SOP Instance UID (:func:`~pacs_workbench.deid.duplicates.resolve_duplicates`)."""
     task_by_path = {t.path: t for t in tasks}
-    for output, group in by_output.items():
-        shas = sorted({r["source_sha256"] for r in group})
-        if len(shas) < 2:
-            continue
-        winner = shas[0]
-        rewritten = False
-        for r in group:
-            if r["source_sha256"] == winner:
-                if not rewritten:
-                    fresh = deidentify_file(task_by_path[r["source_path"]])
-                    rewritten = fresh.get("output") == output
-                continue
-            task = task_by_path[r["source_path"]]
-            data = Path(task.path).read_bytes()
-            q = _quarantine(task, data, r["source_sha256"], "duplicate SOP Instance UID with different content")
-            r.clear()
-            r.update(q)
+
+    def quarantine(path: str, sha: str, reason: str) -> dict[str, Any]:
+        return _quarantine(task_by_path[path], Path(path).read_bytes(), sha, reason)
+
+    resolve_duplicates(records, lambda path: deidentify_file(task_by_path[path]), quarantine)

@@ -129,14 +129,25 @@ def test_duplicate_instances_and_split_pseudonyms(extract: dict, tmp_path: Path)
     src.mkdir()
     (src / "a.dcm").write_bytes(dataset_bytes(ct))
     (src / "a_copy.dcm").write_bytes(dataset_bytes(ct))  # an identical copy is harmless
-    ct.InstanceNumber = 7  # same SOP Instance UID, different content
+    ct.InstanceNumber = 7  # same SOP Instance UID and pixels, another header: the same instance
     (src / "b.dcm").write_bytes(dataset_bytes(ct))
     dst = tmp_path / "dst"
     summary = deidentify_folder(src, dst, key_file=extract["key"], progress=False)
-    # the content with the smaller sha256 wins (with its identical copy, if it has one)
-    assert summary["written"] + summary["quarantined"] == 3 and summary["quarantined"] in (1, 2)
-    assert list(summary["quarantine_reasons"]) == ["duplicate SOP Instance UID with different content"]
+    assert (summary["written"], summary["duplicate"], summary["quarantined"]) == (1, 2, 0)
+    log = pd.read_parquet(dst / "deid_log.parquet")
+    written = log[log["outcome"] == "written"].iloc[0]
+    for _, row in log[log["outcome"] == "duplicate"].iterrows():  # each points at the written row
+        assert row["output"] == written["output"] and written["source_sha256"] in row["reason"]
     assert len(list(dst.rglob("*.dcm"))) == 1
+    # the same UID with other pixels cannot be the same instance: quarantined, with that reason
+    arr = ct.pixel_array.copy()
+    arr[0, 0] += 1
+    ct.PixelData = arr.tobytes()
+    (src / "c.dcm").write_bytes(dataset_bytes(ct))
+    again = deidentify_folder(src, tmp_path / "dst2", key_file=extract["key"], progress=False)
+    assert (again["written"], again["quarantined"]) == (1, 1)
+    assert "different pixels" in next(iter(again["quarantine_reasons"]))
+    (src / "c.dcm").unlink()
     # the same patient under two keys in one folder: the audit sees one person split in two
     other = tmp_path / "other"
     deidentify_folder(src, other, key_file=generate_key(tmp_path / "k2.key"), progress=False)
