@@ -1,10 +1,10 @@
-# The two commands of the README: `make demo` and `make test`. Both run `make setup` first.
+# The commands of the README: `make demo`, `make lab` and `make test`. Each runs `make setup` first.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo lab test lint typecheck unit bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP): pyproject.toml constraints.txt tools/install_pyradiomics.py
 
 demo: setup
 	$(BIN)/pacs-workbench demo
+
+# JupyterLab from the project's environment at the project root, opening notebooks/; the kernel
+# registered into .venv runs this environment's Python. Relative parameters resolve against the
+# project root (PACS_WORKBENCH_HOME) whatever folder the kernel starts in.
+LAB_ARGS ?=
+lab: setup
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pacs-workbench)"
+	PACS_WORKBENCH_HOME="$(CURDIR)" $(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 lint: setup
 	$(BIN)/ruff check pacs_workbench tests benchmarks tools

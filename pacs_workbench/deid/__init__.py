@@ -15,6 +15,8 @@ Backs notebook ``02_deid_audit`` and the ``pacs-workbench deid`` and ``audit`` c
   counts the strings of a PHI list still found in any folder.
 * The notebook's tables and figures (:mod:`.report`): outcomes, actions, options, quarantine,
   masked images, the audit verdict and the cohort's coverage. They never show a PHI value.
+* :func:`masked_image_viewer` (:mod:`.viewer`): browse the de-identified images checked for
+  burned-in text in JupyterLab, the blanked boxes outlined.
 """
 
 from pacs_workbench.deid.audit import audit_folder
@@ -33,6 +35,7 @@ from pacs_workbench.deid.report import (
     save_audit_summary,
 )
 from pacs_workbench.deid.run import DeidRunError, DeidWriteError, deidentify_folder
+from pacs_workbench.deid.viewer import masked_image_viewer
 
 __all__ = [
     "DeidRunError",
@@ -44,6 +47,7 @@ __all__ = [
     "cohort_coverage",
     "deidentify_folder",
     "leaked_phi_strings",
+    "masked_image_viewer",
     "masked_images",
     "options_table",
     "outcome_table",

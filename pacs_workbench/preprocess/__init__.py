@@ -52,7 +52,7 @@ from pacs_workbench.preprocess.qc import (
     series_table,
     spacing_summary,
 )
-from pacs_workbench.preprocess.run import CASES_COLUMNS, preprocess_cases, process_case, resolve_path
+from pacs_workbench.preprocess.run import CASES_COLUMNS, preprocess_cases, process_case
 from pacs_workbench.preprocess.series import SeriesError, inspect_series, load_series, load_volumes, read_series
 from pacs_workbench.preprocess.viewer import case_viewer, slice_viewer
 
@@ -90,7 +90,6 @@ __all__ = [
     "read_header",
     "read_mask",
     "read_series",
-    "resolve_path",
     "run_summary",
     "scan_tree",
     "series_table",

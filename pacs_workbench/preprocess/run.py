@@ -486,24 +486,3 @@ def preprocess_cases(
     write_atomic(out / "cases.csv", lambda temp: cases_table.to_csv(temp, index=False))
     return result
 
-
-# =================================================================================================
-# Report helpers (tables for the QC notebook; no UIDs, paths or header free text)
-# =================================================================================================
-
-
-def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """A notebook path parameter made absolute.
-
-    Relative paths resolve against the working directory when their first folder exists there
-    (a papermill run starts in the run's base folder), otherwise against the repository root
-    (JupyterLab starts notebooks in ``notebooks/``).
-    """
-    from pacs_workbench.core.params import REPO_ROOT
-
-    candidate = Path(path)
-    if candidate.is_absolute():
-        return candidate
-    if candidate.parts and (Path.cwd() / candidate.parts[0]).exists():
-        return (Path.cwd() / candidate).resolve()
-    return REPO_ROOT / candidate

@@ -5,6 +5,7 @@
 HTML, the run page ``index.html`` and its provenance come from :mod:`~pacs_workbench.runner.pages`.
 """
 
+from pacs_workbench.runner.engine import NotebookProgress, run_summary
 from pacs_workbench.runner.pages import NotebookRun, RunResult, fingerprint_inputs, render_html, write_index
 from pacs_workbench.runner.run import (
     discover_notebooks,
@@ -15,6 +16,7 @@ from pacs_workbench.runner.run import (
 )
 
 __all__ = [
+    "NotebookProgress",
     "NotebookRun",
     "RunResult",
     "discover_notebooks",
@@ -24,5 +26,6 @@ __all__ = [
     "retarget_params",
     "run_demo",
     "run_notebooks",
+    "run_summary",
     "write_index",
 ]

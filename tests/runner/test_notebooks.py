@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from pacs_workbench.core.params import is_shipped_file, notebook_params
+from pacs_workbench.core.params import HOME_ENV, notebook_params
 from pacs_workbench.runner import run as runner
 
 pytestmark = pytest.mark.slow
@@ -51,20 +52,17 @@ def test_notebooks_pass_nbval(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     for path in runner.discover_notebooks():
         declared = pm.inspect_notebook(str(path))
         given = {k: v for k, v in notebook_params(params, path.stem).items() if k in declared}
-        # As the runner resolves them, then absolute: nbval's kernel starts in the notebook's folder.
-        resolved = runner._resolve_paths(given, tiny_run["root"])
-        root = tiny_run["root"]
-        values = {
-            k: str((root / v).resolve()) if k.endswith(runner.PATH_SUFFIXES) and v and not is_shipped_file(v) else v
-            for k, v in resolved.items()
-        }
+        # Relative to the run's root, as the runner passes them: the kernel knows the root from
+        # PACS_WORKBENCH_HOME alone (nbval starts it in the notebook's folder, like JupyterLab).
+        values = runner._resolve_paths(given, tiny_run["root"])
         target = tmp_path / path.name
         pm.execute_notebook(str(path), str(target), parameters=values, prepare_only=True, progress_bar=False)
         prepared.append(str(target))
     command = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider"]
     proc = subprocess.run(
         [*command, *prepared],
-        cwd=tiny_run["root"],
+        cwd=tmp_path,
+        env={**os.environ, HOME_ENV: str(tiny_run["root"])},
         capture_output=True,
         text=True,
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from pacs_workbench.cli import main
 from pacs_workbench.runner import run as runner
+from pacs_workbench.runner import run_summary
+from pacs_workbench.runner.engine import NotebookProgress, format_elapsed
 from tests.runner.fixtures import make_notebook, write_params
 
 
@@ -96,3 +100,46 @@ def test_rerun_into_a_folder_leaves_no_stale_reports(tmp_path: Path, params_file
     assert result.ok
     assert not (out / "07_old.html").exists()
     assert (out / "01_first.html").is_file()
+
+
+@pytest.mark.slow
+def test_run_shows_one_line_per_notebook_and_no_kernel_chatter(
+    tmp_path: Path, params_file: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notebooks").mkdir()
+    # The kernel starts in the notebook's folder, as in JupyterLab, and finds the run's root all the same.
+    body = (
+        "import os\nfrom pathlib import Path\nfrom pacs_workbench.core.params import project_path\n"
+        "assert Path.cwd().name == 'notebooks', Path.cwd()\nassert project_path('inputs/dicom/a.dcm').is_file()"
+    )
+    first = make_notebook(tmp_path / "notebooks" / "01_first.ipynb", body)
+    second = make_notebook(tmp_path / "notebooks" / "02_second.ipynb", "raise RuntimeError('planted failure')")
+    third = make_notebook(tmp_path / "notebooks" / "03_third.ipynb", "print('not reached')")
+    progress = io.StringIO()
+    result = runner.run_notebooks(
+        params_file, tmp_path / "out", notebooks=[first, second, third], base_dir=tmp_path, progress=progress
+    )
+    assert [nb.status for nb in result.notebooks] == ["ok", "failed", "not run"]
+    lines = progress.getvalue().splitlines()
+    assert len(lines) == 2, lines  # a log (not a terminal) gets each notebook's finished line once
+    assert re.fullmatch(r"01_first  cell 3 of 3  \d+ s  ok", lines[0]), lines[0]
+    assert re.fullmatch(r"02_second  cell 3 of 3  \d+ s  failed \(RuntimeError\)", lines[1]), lines[1]
+    assert "IPKernelApp" not in capfd.readouterr().err
+    summary = run_summary(result).splitlines()
+    assert summary[-1].startswith("3 notebooks: 1 ok, 1 failed, 1 not run, in ")
+    assert "RuntimeError" in summary[1] and "not run" in summary[2]
+
+
+def test_progress_line_is_rewritten_in_place_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = NotebookProgress("01_cohort", 12, screen)
+    progress.advance()
+    progress.advance()
+    progress.finish("ok")
+    assert screen.getvalue().count("\n") == 1
+    assert screen.getvalue().split("\r\x1b[K")[2].startswith("01_cohort  cell 2 of 12  0 s")
+    assert [format_elapsed(s) for s in (4.2, 185, 3725)] == ["4 s", "3 min 05 s", "1 h 02 min"]
