@@ -460,8 +460,10 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
             "--time is given) with repeated, patient-grouped nested cross-validation; every data-dependent "
             "step (filters, selection, ComBat by --batch, recalibration) is learned inside the folds. "
             "Clinical-only and L1 logistic regression baselines run in the same folds. Writes "
-            "DIR/metrics.json, DIR/predictions.parquet, DIR/model_card.md and DIR/models/ (per-fold "
-            "boosters, fitted pipelines and test matrices for SHAP)."
+            "DIR/metrics.json, DIR/predictions.parquet, DIR/model_card.md, DIR/models/ (per-fold "
+            "boosters, fitted pipelines and test matrices for SHAP) and DIR/package/: the final model fitted "
+            "on every case with the same pipeline, its feature specification, the parameter files given "
+            "(--radiomics-params, --preprocessed, --cohort), the model card, versions and a SHA-256 manifest."
         ),
     )
     p.add_argument("table", type=Path, help="case table: Parquet or CSV (gzip allowed)")
@@ -486,6 +488,9 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select", type=int, default=None, help="keep the K best features by ANOVA F, in-fold")
     p.add_argument("--risk-cutoffs", default=None, help="LOW,HIGH probabilities for the risk strata")
     p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for CIs")
+    p.add_argument("--radiomics-params", type=Path, default=None, help="pyradiomics parameter file of the features")
+    p.add_argument("--preprocessed", type=Path, default=None, help="preprocessing folder (its preprocess.parquet)")
+    p.add_argument("--cohort", type=Path, default=None, help="cohort folder (its attrition.csv: the criteria)")
     _add_parallel_args(p, default_workers=1, what="local processes over folds (default 1)")
     p.set_defaults(handler=_cmd_model)
 
@@ -499,6 +504,7 @@ def _modeling_error() -> ErrorTypes:
 @refuses(_modeling_error, "{command}: {exc}")
 def _cmd_model(args: argparse.Namespace) -> int:
     from pacs_workbench.radiomics import ModelingConfig, run_modeling
+    from pacs_workbench.radiomics.package import PackageSources
 
     def columns(text: str) -> tuple[str, ...]:
         return tuple(c.strip() for c in text.split(",") if c.strip())
@@ -527,9 +533,59 @@ def _cmd_model(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         risk_cutoffs=cutoffs,
     )
-    summary = run_modeling(args.table, args.out, config, workers=args.workers, scheduler=args.scheduler)
+    sources = PackageSources(args.radiomics_params, args.preprocessed, args.cohort)
+    summary = run_modeling(args.table, args.out, config, workers=args.workers, scheduler=args.scheduler,
+                           package=sources)  # fmt: skip
     _print_json(summary)
     return 0
+
+
+# --- predict -----------------------------------------------------------------------------------
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="score a new cohort's preprocessed cases with a model package (external validation with --label)",
+        description=(
+            "Verify PACKAGE (DIR/package of `model`) against its manifest, check that CASES (the preprocessing "
+            "stage's cases.parquet) were preprocessed with the package's parameters, extract features with the "
+            "package's own radiomics parameters, build rows as in development (clinical columns from --cohort) and "
+            "write DIR/predictions.parquet (pseudonymous ids, risk, risk group, flags for values outside the "
+            "development data). A manifest that does not match, a parameter-hash mismatch or missing features "
+            "refuse (exit 2). With --label, also DIR/07_external_validation.ipynb and .html."
+        ),
+    )
+    p.add_argument("package", type=Path, help="model package folder (model/package)")
+    p.add_argument("cases", type=Path, help="case table: the preprocessing stage's cases.parquet")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--label", default=None, help="outcome column (cohort or cases): run the external validation")
+    p.add_argument("--cohort", type=Path, default=None, help="the new cohort's cohort.parquet (clinical columns)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for the AUC CI")
+    _add_parallel_args(p, default_workers=1, what="local processes for feature extraction (default 1)")
+    p.set_defaults(handler=_cmd_predict)
+
+
+def _predict_error() -> ErrorTypes:
+    from pacs_workbench.deploy import PackageError
+
+    return (PackageError, *_modeling_error())
+
+
+@refuses(_predict_error, "{command}: refused: {exc}")
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pacs_workbench.deploy import predict_cases
+    from pacs_workbench.runner.run import run_command_notebook
+
+    summary = predict_cases(args.package, args.cases, args.out, label=args.label, cohort=args.cohort,
+                            workers=args.workers)  # fmt: skip
+    if args.label:
+        values = {"predictions_file": str((args.out / "predictions.parquet").absolute()),
+                  "package_dir": str(args.package.absolute()), "bootstrap": args.bootstrap}  # fmt: skip
+        record = run_command_notebook("07_external_validation", values, args.out)
+        summary["report"] = {"status": record.status, "html": record.html, "error": record.error}
+    _print_json(summary)
+    return 0 if summary.get("report", {}).get("status", "ok") == "ok" else 1
 
 
 # --- run / demo --------------------------------------------------------------------------------
@@ -554,10 +610,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pacs_workbench.runner import run_notebooks, run_summary
+    from pacs_workbench.runner import run_notebooks
 
-    result = run_notebooks(params_file=args.params, out_dir=args.out, progress=sys.stderr)
-    print(run_summary(result))
+    result = run_notebooks(params_file=args.params, out_dir=args.out)
+    print(f"report: {result.index_html}")
     return 0 if result.ok else 1
 
 
@@ -576,10 +632,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pacs_workbench.runner import run_demo, run_summary
+    from pacs_workbench.runner import run_demo
 
-    result = run_demo(patients=args.patients, seed=args.seed, progress=sys.stderr)
-    print(run_summary(result))
+    result = run_demo(patients=args.patients, seed=args.seed)
+    print(f"report: {result.index_html}")
     return 0 if result.ok else 1
 
 
@@ -594,6 +650,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_features,
     _add_segment,
     _add_model,
+    _add_predict,
     _add_run,
     _add_demo,
 ]

@@ -12,7 +12,8 @@ Backs notebook ``05_radiomics_model`` and the ``pacs-workbench features`` and ``
 * :func:`run_modeling` (:mod:`.model`): LightGBM against clinical and L1-logistic baselines in
   repeated, patient-grouped nested cross-validation; the in-fold steps are scikit-learn
   estimators (:mod:`.transformers`, ComBat in :mod:`.combat`), the performance measures are in
-  :mod:`.metrics`, the run's files in :mod:`.outputs` and the model card in :mod:`.card`.
+  :mod:`.metrics`, the run's files in :mod:`.outputs` and the model card in :mod:`.card`; the
+  final model on all cases is frozen in ``package/`` by :mod:`.package` (sources: :class:`PackageSources`).
 * Notebook helpers: :func:`read_results`, :func:`metrics_table`, :func:`harmonization_preview`,
   the figures of :mod:`.plots`, and :func:`compare_with_truth` (:mod:`.truth`, synthetic data only).
 """
@@ -23,6 +24,7 @@ from pacs_workbench.radiomics.features import extract_case, extract_features
 from pacs_workbench.radiomics.ibsi import IBSI_CORRECTIONS, IBSI_UNCORRECTED, check_ibsi_reference
 from pacs_workbench.radiomics.model import ModelingConfig, run_modeling
 from pacs_workbench.radiomics.outputs import read_results
+from pacs_workbench.radiomics.package import PackageSources
 from pacs_workbench.radiomics.params import PARAMS_DIR, load_radiomics_params
 from pacs_workbench.radiomics.plots import plot_calibration_and_decision, plot_roc, plot_vendor_distributions
 from pacs_workbench.radiomics.table import (
@@ -45,6 +47,7 @@ __all__ = [
     "ComBat",
     "ModelingConfig",
     "ModelingError",
+    "PackageSources",
     "build_model_table",
     "check_ibsi_reference",
     "compare_with_truth",

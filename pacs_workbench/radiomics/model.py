@@ -87,6 +87,7 @@ from pacs_workbench.core.executor import map_items
 from pacs_workbench.radiomics import metrics as perf
 from pacs_workbench.radiomics.card import added_value_statement
 from pacs_workbench.radiomics.outputs import fold_records, write_fold_models, write_results
+from pacs_workbench.radiomics.package import PackageSources, fit_final_model, write_package
 from pacs_workbench.radiomics.table import ModelingError, label_at_horizon, read_table, select_feature_columns
 from pacs_workbench.radiomics.transformers import ClinicalEncoder, LogitRecalibrator, RadiomicsPreprocessor
 
@@ -400,6 +401,8 @@ def run_modeling(
     scheduler: str | None = None,
     progress: bool = True,
     save_models: bool = True,
+    package: PackageSources | None = None,
+    save_package: bool = True,
 ) -> dict[str, Any]:
     """Fit, validate and document the models; write metrics, predictions, model card and folds.
 
@@ -415,6 +418,9 @@ def run_modeling(
         Parallelism over (repeat, outer fold) via :func:`pacs_workbench.core.executor.map_items`.
     save_models
         Write ``models/`` (boosters, fitted pipelines, test matrices) for the explain stage.
+    package, save_package
+        Write ``package/``: the final model fitted on every case (:mod:`pacs_workbench.radiomics.package`),
+        freezing the parameter files and cohort folder of ``package`` (``None``: recorded as absent).
 
     Returns
     -------
@@ -444,6 +450,13 @@ def run_modeling(
     if save_models:
         write_fold_models(out / "models", results, row_index, case_ids, input_cols)
     write_results(out, predictions, metrics)
+    if save_package:
+        pipe, grid = build_models(config, features, clinical, config.random_state)["lightgbm"]
+        final = fit_final_model(pipe, grid, data[input_cols], y, groups, inner_folds=config.inner_folds,
+                                random_state=config.random_state, recalibrate=config.recalibrate)
+        roles = {"features": features, "clinical": clinical, "batch": config.batch, "label": config.label,
+                 "group": config.group, "id_col": id_col}
+        write_package(out / "package", final, data[input_cols], roles, metrics, package)
     return {
         "auc": metrics["auc"],
         "auc_ci": metrics["auc_ci"],
@@ -581,11 +594,3 @@ def summarize(
         "warnings": notes,
         "settings": settings,
     }
-
-
-# --- model card ----------------------------------------------------------------------------------
-
-
-# --- from features and cohort to a model table, and reading the results back (05_radiomics_model) ---
-
-

@@ -4,10 +4,7 @@
 ``shared`` section overlaid by one section per notebook; path parameters expressed relative to
 the run's base folder), under a lock on the report folder, and leaves each executed notebook,
 its HTML and the run page (:mod:`pacs_workbench.runner.pages`). A failing notebook still gets
-its HTML; the notebooks after it are marked not run. Relative paths mean the same to the runner
-and to the notebooks: both resolve them with :func:`pacs_workbench.core.params.project_path`, the
-kernel told the run's base folder through ``PACS_WORKBENCH_HOME``
-(:mod:`~pacs_workbench.runner.engine`). :func:`run_demo` prepares the synthetic
+its HTML; the notebooks after it are marked not run. :func:`run_demo` prepares the synthetic
 extract (:func:`prepare_demo_data`) and runs every notebook on it; :func:`retarget_params`
 points the default parameters at another data folder.
 """
@@ -25,23 +22,19 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import papermill as pm
 
 from pacs_workbench.core.files import write_json_atomic
 from pacs_workbench.core.params import (
     DEFAULT_PARAMS,
-    HOME_ENV,
     NOTEBOOK_DIR,
-    PATH_SUFFIXES,
+    REPO_ROOT,
     is_shipped_file,
     load_params,
     notebook_params,
-    project_path,
-    project_root,
 )
-from pacs_workbench.runner.engine import ENGINE_NAME, NotebookProgress
 from pacs_workbench.runner.pages import (
     NotebookRun,
     RunResult,
@@ -55,11 +48,27 @@ from pacs_workbench.runner.pages import (
 )
 
 CELL_TIMEOUT_S = 1800
+#: Parameters named like this hold paths: the runner expresses them relative to the run's base folder.
+PATH_SUFFIXES = ("_dir", "_file", "_path", "_list")
 
 
 def discover_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The numbered notebooks (``NN_name.ipynb``) in run order."""
-    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+    """The numbered notebooks (``NN_name.ipynb``) of a run, in run order.
+
+    A notebook that a command runs on its own inputs (its metadata ``pacs_workbench.run_by``,
+    e.g. ``07_external_validation`` run by ``pacs-workbench predict``) is not part of the run.
+    """
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if p.is_file() and not run_by_command(p))
+
+
+def run_by_command(path: Path) -> str | None:
+    """The command that runs this notebook instead of ``pacs-workbench run`` (notebook metadata), if any."""
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    command = metadata.get("pacs_workbench", {}).get("run_by") if isinstance(metadata, dict) else None
+    return str(command) if command else None
 
 
 def new_run_id() -> str:
@@ -83,24 +92,25 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
 
 
 def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """Express path parameters (:data:`~pacs_workbench.core.params.PATH_SUFFIXES`) relative to ``base_dir``.
+    """Express path parameters (:data:`PATH_SUFFIXES`) relative to ``base_dir`` (the notebooks' working folder).
 
-    ``base_dir`` is the run's project root: each path is resolved against it as the notebook's
-    :func:`~pacs_workbench.core.params.project_path` will (its kernel runs with
-    ``PACS_WORKBENCH_HOME=base_dir``), then written relative to it, which keeps home folders and
-    user names out of the executed notebooks and reports (papermill stores parameters in its
-    outputs). A relative name of a file shipped with the workbench (``notebooks/params/...``)
-    that the project does not hold is passed on as it is; ``project_path`` finds it.
+    Relative paths keep home folders and user names out of the executed notebooks and reports
+    (papermill stores parameters in its outputs). A relative path that names a file shipped with
+    the workbench (``notebooks/params/...``) and does not exist under ``base_dir`` is passed on
+    as it is; :func:`pacs_workbench.core.params.shipped_file` finds it.
     """
     resolved = {}
     for name, value in values.items():
         if isinstance(value, str) and value and name.endswith(PATH_SUFFIXES):
-            path = project_path(value, root=base_dir)
-            shipped = not Path(value).is_absolute() and is_shipped_file(value) and not (base_dir / value).exists()
-            if shipped or path is None:
-                resolved[name] = Path(value).as_posix()
-            else:
-                resolved[name] = os.path.relpath(path.resolve(), base_dir.resolve())
+            path = Path(value)
+            shipped = not path.is_absolute() and is_shipped_file(path) and not (base_dir / path).exists()
+            if shipped:
+                # Named as shipped (notebooks/params/...): the stage finds it in the workbench.
+                resolved[name] = path.as_posix()
+                continue
+            if not path.is_absolute():
+                path = base_dir / path
+            resolved[name] = os.path.relpath(path.resolve(), base_dir.resolve())
         else:
             resolved[name] = value
     return resolved
@@ -113,7 +123,6 @@ def run_notebooks(
     notebooks: Sequence[Path] | None = None,
     base_dir: Path | None = None,
     kernel_name: str = "python3",
-    progress: TextIO | None = None,
 ) -> RunResult:
     """Execute the numbered notebooks in order and render the run's reports.
 
@@ -127,19 +136,15 @@ def run_notebooks(
     notebooks
         Notebooks to run, in order; default every ``notebooks/NN_*.ipynb``.
     base_dir
-        The run's project root, which relative ``*_dir``/``*_file`` parameters are resolved
-        against (default: :func:`~pacs_workbench.core.params.project_root`, never the current
-        directory).
+        Folder that relative ``*_dir``/``*_file`` parameters are resolved against
+        (default: the current directory).
     kernel_name
         Jupyter kernel to execute with.
-    progress
-        Stream for one progress line per notebook (:class:`~pacs_workbench.runner.engine.NotebookProgress`);
-        ``None``: quiet.
     """
     params = load_params(params_file)
     run_id = new_run_id()
-    base = Path(base_dir).absolute() if base_dir is not None else project_root()
-    out = Path(out_dir) if out_dir is not None else base / "reports" / run_id
+    out = Path(out_dir) if out_dir is not None else REPO_ROOT / "reports" / run_id
+    base = base_dir or Path.cwd()
     chosen = list(notebooks) if notebooks is not None else discover_notebooks()
     provenance = _provenance(run_id, params_file, _input_paths(params, base))
     result = RunResult(run_id=run_id, out_dir=out, index_html=out / "index.html")
@@ -150,7 +155,7 @@ def run_notebooks(
             record = NotebookRun(name=path.stem)
             if all(earlier.status == "ok" for earlier in result.notebooks):
                 used_params[path.stem] = _declared_params(path, params, base)
-                _run_notebook(path, used_params[path.stem], record, base, out, kernel_name, progress)
+                _run_notebook(path, used_params[path.stem], record, base, out, kernel_name)
             result.notebooks.append(record)
         provenance["ended"] = _now()
         provenance["parameters"] = used_params
@@ -187,23 +192,12 @@ def _declared_params(path: Path, params: dict[str, Any], base: Path) -> dict[str
 
 
 def _run_notebook(
-    path: Path,
-    values: dict[str, Any],
-    record: NotebookRun,
-    base: Path,
-    out: Path,
-    kernel_name: str,
-    stream: TextIO | None = None,
+    path: Path, values: dict[str, Any], record: NotebookRun, base: Path, out: Path, kernel_name: str
 ) -> None:
-    """Execute one notebook into ``out``, render its HTML and fill in ``record``.
-
-    The kernel starts in the notebook's folder, as JupyterLab starts it, with the run's base
-    folder as its project root (``PACS_WORKBENCH_HOME``).
-    """
+    """Execute one notebook into ``out``, render its HTML and fill in ``record``."""
     executed = out / f"{path.stem}.ipynb"
     record.ipynb, record.html = executed.name, f"{path.stem}.html"
     record.started = _now()
-    progress = NotebookProgress(path.stem, 0, stream) if stream is not None else None
     start = time.monotonic()
     try:
         pm.execute_notebook(
@@ -211,10 +205,7 @@ def _run_notebook(
             str(executed),
             parameters=values,
             kernel_name=kernel_name,
-            engine_name=ENGINE_NAME,
-            kernel_env={**os.environ, HOME_ENV: str(base)},
-            kernel_cwd=str(path.parent.absolute()),
-            progress=progress,
+            cwd=str(base),
             progress_bar=False,
             # A cell that never returns (a stuck kernel or widget) fails the run instead of hanging it.
             execution_timeout=CELL_TIMEOUT_S,
@@ -225,12 +216,25 @@ def _run_notebook(
         record.error = getattr(exc, "ename", type(exc).__name__)
     record.duration_s = round(time.monotonic() - start, 1)
     record.ended = _now()
-    if progress is not None:
-        progress.finish(record.status if record.status == "ok" else f"failed ({record.error})")
     if executed.exists():
         render_html(executed, out / record.html, scrub_paths(executed, base, out))
     else:
         record.html = ""
+
+
+def run_command_notebook(
+    name: str, values: dict[str, Any], out_dir: Path, *, kernel_name: str = "python3"
+) -> NotebookRun:
+    """Execute a notebook a command runs on its own (``07_external_validation``) into ``out_dir``, with its HTML.
+
+    Executed as a run executes its notebooks (papermill, the same kernel setup and HTML), with
+    ``out_dir`` as the project root its relative path parameters resolve against.
+    """
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    out = Path(out_dir).absolute()
+    record = NotebookRun(name=name)
+    _run_notebook(path, _resolve_paths(values, out), record, out, out, kernel_name)
+    return record
 
 
 def _clear_previous_run(out: Path) -> None:
@@ -300,12 +304,7 @@ def retarget_params(data_dir: Path, notebooks: Sequence[Path] | None = None) -> 
     return params
 
 
-def run_demo(patients: int = 120, seed: int = 0, progress: TextIO | None = None) -> RunResult:
-    """``pacs-workbench demo``: synthetic data into ``data/demo``, every notebook into ``reports/demo``.
-
-    Both under the project root (:func:`~pacs_workbench.core.params.project_root`), where the
-    notebooks' default parameters point.
-    """
-    root = project_root()
-    prepare_demo_data(root / "data" / "demo", patients, seed)
-    return run_notebooks(DEFAULT_PARAMS, root / "reports" / "demo", base_dir=root, progress=progress)
+def run_demo(patients: int = 120, seed: int = 0) -> RunResult:
+    """``pacs-workbench demo``: synthetic data into ``data/demo``, every notebook into ``reports/demo``."""
+    prepare_demo_data(REPO_ROOT / "data" / "demo", patients, seed)
+    return run_notebooks(DEFAULT_PARAMS, REPO_ROOT / "reports" / "demo", base_dir=REPO_ROOT)
