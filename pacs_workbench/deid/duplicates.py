@@ -64,8 +64,14 @@ def resolve_duplicates(
         if r["outcome"] == "written":
             by_output.setdefault(r["output"], []).append(r)
     for output, group in sorted(by_output.items()):
-        if len({r["source_sha256"] for r in group}) < 2:
-            continue  # identical copies write identical bytes
+        if len(group) < 2:
+            continue
+        if len({r["source_sha256"] for r in group}) < 2:  # identical copies wrote identical bytes
+            first = min(group, key=lambda r: str(r["source_path"]))
+            for r in group:
+                if r is not first:
+                    r.update(outcome="duplicate", reason=f"same file as source {first['source_sha256']}")
+            continue
         decoded: dict[str, tuple[np.ndarray | None, int] | None] = {}
         for r in group:
             try:

@@ -18,7 +18,7 @@ from typing import Any
 
 #: dciodvfy prints indices and values inside its messages; these are folded so that an
 #: error is compared by kind and place, not by the value a de-identified file must differ in.
-_VALUE_NOISE = re.compile(r"\[\d+\]|= <[^>]*>|\"[^\"]*\"|[Vv]alue = .*|\b\d+(?:\.\d+){2,}\b")
+_VALUE_NOISE = re.compile(r"\[\d+\]|= <[^>]*>|\"[^\"]*\"|[Vv]alue = .*|\b\d+(?:\.\d+){2,}\b|(?<=UID )\S+$")
 
 
 def corpus_files() -> list[Path]:

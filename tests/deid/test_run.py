@@ -145,8 +145,10 @@ def test_duplicate_instances_and_split_pseudonyms(extract: dict, tmp_path: Path)
     ct.PixelData = arr.tobytes()
     (src / "c.dcm").write_bytes(dataset_bytes(ct))
     again = deidentify_folder(src, tmp_path / "dst2", key_file=extract["key"], progress=False)
-    assert (again["written"], again["quarantined"]) == (1, 1)
-    assert "different pixels" in next(iter(again["quarantine_reasons"]))
+    # whichever copy the fixed order picks, the other pixels cannot share its output
+    assert again["written"] == 1 and again["quarantined"] in (1, 3)
+    assert again["written"] + again["duplicate"] + again["quarantined"] == 4
+    assert all("different pixels" in reason for reason in again["quarantine_reasons"])
     (src / "c.dcm").unlink()
     # the same patient under two keys in one folder: the audit sees one person split in two
     other = tmp_path / "other"
