@@ -610,10 +610,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pacs_workbench.runner import run_notebooks
+    from pacs_workbench.runner import run_notebooks, run_summary
 
-    result = run_notebooks(params_file=args.params, out_dir=args.out)
-    print(f"report: {result.index_html}")
+    result = run_notebooks(params_file=args.params, out_dir=args.out, progress=sys.stderr)
+    print(run_summary(result))
     return 0 if result.ok else 1
 
 
@@ -632,10 +632,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pacs_workbench.runner import run_demo
+    from pacs_workbench.runner import run_demo, run_summary
 
-    result = run_demo(patients=args.patients, seed=args.seed)
-    print(f"report: {result.index_html}")
+    result = run_demo(patients=args.patients, seed=args.seed, progress=sys.stderr)
+    print(run_summary(result))
     return 0 if result.ok else 1
 
 

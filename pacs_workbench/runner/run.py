@@ -4,7 +4,10 @@
 ``shared`` section overlaid by one section per notebook; path parameters expressed relative to
 the run's base folder), under a lock on the report folder, and leaves each executed notebook,
 its HTML and the run page (:mod:`pacs_workbench.runner.pages`). A failing notebook still gets
-its HTML; the notebooks after it are marked not run. :func:`run_demo` prepares the synthetic
+its HTML; the notebooks after it are marked not run. Relative paths mean the same to the runner
+and to the notebooks: both resolve them with :func:`pacs_workbench.core.params.project_path`, the
+kernel told the run's base folder through ``PACS_WORKBENCH_HOME``
+(:mod:`~pacs_workbench.runner.engine`). :func:`run_demo` prepares the synthetic
 extract (:func:`prepare_demo_data`) and runs every notebook on it; :func:`retarget_params`
 points the default parameters at another data folder.
 """
@@ -22,19 +25,23 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import papermill as pm
 
 from pacs_workbench.core.files import write_json_atomic
 from pacs_workbench.core.params import (
     DEFAULT_PARAMS,
+    HOME_ENV,
     NOTEBOOK_DIR,
-    REPO_ROOT,
+    PATH_SUFFIXES,
     is_shipped_file,
     load_params,
     notebook_params,
+    project_path,
+    project_root,
 )
+from pacs_workbench.runner.engine import ENGINE_NAME, NotebookProgress
 from pacs_workbench.runner.pages import (
     NotebookRun,
     RunResult,
@@ -48,8 +55,6 @@ from pacs_workbench.runner.pages import (
 )
 
 CELL_TIMEOUT_S = 1800
-#: Parameters named like this hold paths: the runner expresses them relative to the run's base folder.
-PATH_SUFFIXES = ("_dir", "_file", "_path", "_list")
 
 
 def discover_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -92,25 +97,24 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
 
 
 def _resolve_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """Express path parameters (:data:`PATH_SUFFIXES`) relative to ``base_dir`` (the notebooks' working folder).
+    """Express path parameters (:data:`~pacs_workbench.core.params.PATH_SUFFIXES`) relative to ``base_dir``.
 
-    Relative paths keep home folders and user names out of the executed notebooks and reports
-    (papermill stores parameters in its outputs). A relative path that names a file shipped with
-    the workbench (``notebooks/params/...``) and does not exist under ``base_dir`` is passed on
-    as it is; :func:`pacs_workbench.core.params.shipped_file` finds it.
+    ``base_dir`` is the run's project root: each path is resolved against it as the notebook's
+    :func:`~pacs_workbench.core.params.project_path` will (its kernel runs with
+    ``PACS_WORKBENCH_HOME=base_dir``), then written relative to it, which keeps home folders and
+    user names out of the executed notebooks and reports (papermill stores parameters in its
+    outputs). A relative name of a file shipped with the workbench (``notebooks/params/...``)
+    that the project does not hold is passed on as it is; ``project_path`` finds it.
     """
     resolved = {}
     for name, value in values.items():
         if isinstance(value, str) and value and name.endswith(PATH_SUFFIXES):
-            path = Path(value)
-            shipped = not path.is_absolute() and is_shipped_file(path) and not (base_dir / path).exists()
-            if shipped:
-                # Named as shipped (notebooks/params/...): the stage finds it in the workbench.
-                resolved[name] = path.as_posix()
-                continue
-            if not path.is_absolute():
-                path = base_dir / path
-            resolved[name] = os.path.relpath(path.resolve(), base_dir.resolve())
+            path = project_path(value, root=base_dir)
+            shipped = not Path(value).is_absolute() and is_shipped_file(value) and not (base_dir / value).exists()
+            if shipped or path is None:
+                resolved[name] = Path(value).as_posix()
+            else:
+                resolved[name] = os.path.relpath(path.resolve(), base_dir.resolve())
         else:
             resolved[name] = value
     return resolved
@@ -123,6 +127,7 @@ def run_notebooks(
     notebooks: Sequence[Path] | None = None,
     base_dir: Path | None = None,
     kernel_name: str = "python3",
+    progress: TextIO | None = None,
 ) -> RunResult:
     """Execute the numbered notebooks in order and render the run's reports.
 
@@ -136,15 +141,19 @@ def run_notebooks(
     notebooks
         Notebooks to run, in order; default every ``notebooks/NN_*.ipynb``.
     base_dir
-        Folder that relative ``*_dir``/``*_file`` parameters are resolved against
-        (default: the current directory).
+        The run's project root, which relative ``*_dir``/``*_file`` parameters are resolved
+        against (default: :func:`~pacs_workbench.core.params.project_root`, never the current
+        directory).
     kernel_name
         Jupyter kernel to execute with.
+    progress
+        Stream for one progress line per notebook (:class:`~pacs_workbench.runner.engine.NotebookProgress`);
+        ``None``: quiet.
     """
     params = load_params(params_file)
     run_id = new_run_id()
-    out = Path(out_dir) if out_dir is not None else REPO_ROOT / "reports" / run_id
-    base = base_dir or Path.cwd()
+    base = Path(base_dir).absolute() if base_dir is not None else project_root()
+    out = Path(out_dir) if out_dir is not None else base / "reports" / run_id
     chosen = list(notebooks) if notebooks is not None else discover_notebooks()
     provenance = _provenance(run_id, params_file, _input_paths(params, base))
     result = RunResult(run_id=run_id, out_dir=out, index_html=out / "index.html")
@@ -155,7 +164,7 @@ def run_notebooks(
             record = NotebookRun(name=path.stem)
             if all(earlier.status == "ok" for earlier in result.notebooks):
                 used_params[path.stem] = _declared_params(path, params, base)
-                _run_notebook(path, used_params[path.stem], record, base, out, kernel_name)
+                _run_notebook(path, used_params[path.stem], record, base, out, kernel_name, progress)
             result.notebooks.append(record)
         provenance["ended"] = _now()
         provenance["parameters"] = used_params
@@ -192,12 +201,23 @@ def _declared_params(path: Path, params: dict[str, Any], base: Path) -> dict[str
 
 
 def _run_notebook(
-    path: Path, values: dict[str, Any], record: NotebookRun, base: Path, out: Path, kernel_name: str
+    path: Path,
+    values: dict[str, Any],
+    record: NotebookRun,
+    base: Path,
+    out: Path,
+    kernel_name: str,
+    stream: TextIO | None = None,
 ) -> None:
-    """Execute one notebook into ``out``, render its HTML and fill in ``record``."""
+    """Execute one notebook into ``out``, render its HTML and fill in ``record``.
+
+    The kernel starts in the notebook's folder, as JupyterLab starts it, with the run's base
+    folder as its project root (``PACS_WORKBENCH_HOME``).
+    """
     executed = out / f"{path.stem}.ipynb"
     record.ipynb, record.html = executed.name, f"{path.stem}.html"
     record.started = _now()
+    progress = NotebookProgress(path.stem, 0, stream) if stream is not None else None
     start = time.monotonic()
     try:
         pm.execute_notebook(
@@ -205,7 +225,10 @@ def _run_notebook(
             str(executed),
             parameters=values,
             kernel_name=kernel_name,
-            cwd=str(base),
+            engine_name=ENGINE_NAME,
+            kernel_env={**os.environ, HOME_ENV: str(base)},
+            kernel_cwd=str(path.parent.absolute()),
+            progress=progress,
             progress_bar=False,
             # A cell that never returns (a stuck kernel or widget) fails the run instead of hanging it.
             execution_timeout=CELL_TIMEOUT_S,
@@ -216,6 +239,8 @@ def _run_notebook(
         record.error = getattr(exc, "ename", type(exc).__name__)
     record.duration_s = round(time.monotonic() - start, 1)
     record.ended = _now()
+    if progress is not None:
+        progress.finish(record.status if record.status == "ok" else f"failed ({record.error})")
     if executed.exists():
         render_html(executed, out / record.html, scrub_paths(executed, base, out))
     else:
@@ -304,7 +329,12 @@ def retarget_params(data_dir: Path, notebooks: Sequence[Path] | None = None) -> 
     return params
 
 
-def run_demo(patients: int = 120, seed: int = 0) -> RunResult:
-    """``pacs-workbench demo``: synthetic data into ``data/demo``, every notebook into ``reports/demo``."""
-    prepare_demo_data(REPO_ROOT / "data" / "demo", patients, seed)
-    return run_notebooks(DEFAULT_PARAMS, REPO_ROOT / "reports" / "demo", base_dir=REPO_ROOT)
+def run_demo(patients: int = 120, seed: int = 0, progress: TextIO | None = None) -> RunResult:
+    """``pacs-workbench demo``: synthetic data into ``data/demo``, every notebook into ``reports/demo``.
+
+    Both under the project root (:func:`~pacs_workbench.core.params.project_root`), where the
+    notebooks' default parameters point.
+    """
+    root = project_root()
+    prepare_demo_data(root / "data" / "demo", patients, seed)
+    return run_notebooks(DEFAULT_PARAMS, root / "reports" / "demo", base_dir=root, progress=progress)
