@@ -65,6 +65,15 @@ def test_discover_notebooks_in_order(tmp_path: Path) -> None:
     assert [p.name for p in runner.discover_notebooks(tmp_path)] == ["01_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
 
 
+def test_notebooks_run_by_a_command_are_not_part_of_the_run(tmp_path: Path) -> None:
+    (tmp_path / "01_a.ipynb").write_text(json.dumps({"metadata": {}}))
+    command_run = {"metadata": {"pacs_workbench": {"run_by": "pacs-workbench predict"}}}
+    (tmp_path / "07_report.ipynb").write_text(json.dumps(command_run))
+    assert [p.name for p in runner.discover_notebooks(tmp_path)] == ["01_a.ipynb"]
+    assert runner.run_by_command(runner.NOTEBOOK_DIR / "07_external_validation.ipynb") == "pacs-workbench predict"
+    assert "07_external_validation" not in {p.stem for p in runner.discover_notebooks()}
+
+
 def test_malformed_parameter_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("- not a mapping\n")
