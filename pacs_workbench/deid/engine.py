@@ -432,7 +432,7 @@ class Deidentifier:
             return self._dates(ctx, e)
         if vr in TEXT_VRS:
             full = (
-                clean_text_items
+                (clean_text_items and action != KEEP_LISTED)  # a code in SR content stays a code
                 or action == RETAIN_UNLISTED  # text where the dictionary has a number: cleaned
                 or (action == KEEP_LISTED and ctx.profile.is_free_text(tag))
             )

@@ -44,11 +44,6 @@ def _dose_sr() -> Dataset:
     return ds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Clean Structured Content cleans keep-listed code values inside SR content of PHI patterns "
-    "(6-digit DCM codes become ***), so the dose SR loses its concept codes",
-)
 @pytest.mark.parametrize("options", ["research", "basic"])
 def test_dose_sr_keeps_its_dose_through_deid(options: str) -> None:
     source = _dose_sr()
