@@ -219,20 +219,21 @@ def mislabelled_charset_bytes() -> bytes:
 def compressed_inputs() -> dict[str, bytes]:
     """Compressed files from pydicom's bundled test data, with and without a decoder installed.
 
-    Keys name what the file is; ``nodecoder_*`` are transfer syntaxes no installed pydicom
-    plugin decodes (JPEG Lossless SV1 and HTJ2K: pylibjpeg is not installed), the others
-    have one (JPEG 2000 via Pillow, JPEG-LS via pyjpegls).
+    Keys name what the file is; ``nodecoder_*`` is a transfer syntax no installed pydicom
+    plugin decodes (MPEG-2 video), the others have one (pylibjpeg's libjpeg and openjpeg plugins).
     """
     from pydicom.data import get_testdata_file
-    from pydicom.uid import HTJ2KLossless
+    from pydicom.uid import HTJ2KLossless, MPEG2MPML
 
     out: dict[str, bytes] = {}
     for key, name, relabel in (
         ("j2k", "MR_small_jp2klossless.dcm", None),
         ("jpegls", "MR_small_jpeg_ls_lossless.dcm", None),
-        ("nodecoder_jpeg_lossless_sc", "SC_rgb_jpeg_gdcm.dcm", None),
+        ("jpeg_lossless_sc", "SC_rgb_jpeg_gdcm.dcm", None),
         # A JPEG 2000 code stream is valid HTJ2K content; only the label changes.
-        ("nodecoder_htj2k", "MR_small_jp2klossless.dcm", HTJ2KLossless),
+        ("htj2k", "MR_small_jp2klossless.dcm", HTJ2KLossless),
+        # Labelled MPEG-2 video, which nothing installed decodes: the file must be refused, not guessed at.
+        ("nodecoder_mpeg2", "SC_rgb_jpeg_gdcm.dcm", MPEG2MPML),
     ):
         path = get_testdata_file(name)
         assert path is not None, f"pydicom test file {name} missing"

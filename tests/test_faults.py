@@ -287,16 +287,19 @@ def small_run(tmp_path: Path) -> dict[str, Any]:
     first = _notebook(
         base / "nb" / "01_make.ipynb",
         "Make",
-        "import json, time\nfrom pathlib import Path\nout = Path(data_dir)\nout.mkdir(parents=True, exist_ok=True)\n"
+        # A relative path parameter means the run's project root, as in the workbench's notebooks.
+        "import json, time\nfrom pacs_workbench.core.params import project_path\nout = project_path(data_dir)\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
         "values = []\nfor i in range(6):\n    time.sleep(pause_s)\n    values.append(i * i)\n"
         "(out / 'squares.json').write_text(json.dumps(values))\nprint('sum', sum(values))",
     )
     second = _notebook(
         base / "nb" / "02_report.ipynb",
         "Report",
-        "import json, time\nfrom pathlib import Path\ntime.sleep(pause_s)\n"
-        "values = json.loads((Path(data_dir) / 'squares.json').read_text())\n"
-        "(Path(data_dir) / 'total.json').write_text(json.dumps({'total': sum(values)}))\nprint('total', sum(values))",
+        "import json, time\nfrom pacs_workbench.core.params import project_path\ntime.sleep(pause_s)\n"
+        "values = json.loads((project_path(data_dir) / 'squares.json').read_text())\n"
+        "(project_path(data_dir) / 'total.json').write_text(json.dumps({'total': sum(values)}))\n"
+        "print('total', sum(values))",
     )
     params = base / "params.yaml"
     params.write_text("shared:\n  data_dir: data\n  pause_s: 0.5\n")

@@ -65,7 +65,7 @@ def test_outputs_are_written_with_their_columns_and_cached(workspace: dict[str, 
 
 def test_notebook_is_saved_without_outputs_and_has_literal_parameters() -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# 05")
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# 06")
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     for line in tagged[0].source.splitlines()[1:]:
