@@ -223,7 +223,7 @@ def compressed_inputs() -> dict[str, bytes]:
     plugin decodes (MPEG-2 video), the others have one (pylibjpeg's libjpeg and openjpeg plugins).
     """
     from pydicom.data import get_testdata_file
-    from pydicom.uid import HTJ2KLossless, MPEG2MPML
+    from pydicom.uid import MPEG2MPML, HTJ2KLossless
 
     out: dict[str, bytes] = {}
     for key, name, relabel in (

@@ -312,7 +312,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_decoders_are_as_the_fuzz_cases_assume() -> None:
     """The compressed cases need decoders for four transfer syntaxes and none for one; say which when that changes."""
-    from pydicom.uid import HTJ2KLossless, JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, MPEG2MPML
+    from pydicom.uid import MPEG2MPML, HTJ2KLossless, JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless
 
     available = {str(uid.name): fh.decoder_available(uid) for uid in (JPEG2000Lossless, JPEGLSLossless,
                                                                      JPEGLosslessSV1, HTJ2KLossless)}
