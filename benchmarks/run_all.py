@@ -16,6 +16,9 @@ Targets (the workbench's promises):
   workers, and no planted PHI string left in the workbench's output;
 * features: at least 1.8x the serial cases per minute with 2 workers, and a cached rerun
   at least 50x faster than the first run;
+* segmentation: median held-out Dice >= 0.80 on nodules >= 6 mm with 40 % of patients
+  labelled, inference <= 2 s per volume, training plus inference <= 120 s cold (the
+  active-learning simulation beside it is reported, no target);
 * radMLBench: the script's own target (median AUC difference to the published value within
   0.05, no dataset more than 0.05 above it);
 * end to end, synthetic extract, preprocessing, explain, PACS: reported, no target.
@@ -64,6 +67,9 @@ DEID_SPEEDUP = 5.0
 FEATURES_PARALLEL = 1.8
 FEATURES_CACHED = 50.0
 RADML_MARGIN = 0.05
+SEGMENT_DICE = 0.80
+SEGMENT_COLD_S = 120.0
+SEGMENT_INFERENCE_S = 2.0
 # A few small radMLBench datasets by default (the full set takes about 20 minutes).
 RADML_DEFAULT = "Ahn2021,HNSCC,LNDb,Song2020"
 PACKAGES = [
@@ -382,6 +388,19 @@ def judge_radml(runs: list[Run]) -> Verdict:
     return Verdict("PASS" if met else "MISS", f"median diff {fig['median_diff']:+.3f} over {n} datasets", details)
 
 
+def judge_segment(runs: list[Run]) -> Verdict:
+    """Dice on >= 6 mm nodules, cold seconds and inference per volume against the targets; AL reported."""
+    if failed := _incomplete(runs):
+        return failed
+    fig = runs[0].figures or {}
+    dice, cold, per_volume = fig["dice_median_6mm"], fig["cold_s"], fig["inference_s_per_volume"]
+    met = dice >= SEGMENT_DICE and cold <= SEGMENT_COLD_S and per_volume <= SEGMENT_INFERENCE_S
+    result = f"Dice >= 6 mm {dice:.3f}, cold {cold:.0f} s, cached {fig['cached_s']:.1f} s, {per_volume:.2f} s/volume"
+    active = fig.get("active_learning")
+    details = [f"active learning: {active['verdict']}" if active else "active learning: not run"]
+    return Verdict("PASS" if met else "MISS", result, details)
+
+
 def _report(summary: Callable[[dict[str, Any]], str]) -> Callable[[list[Run]], Verdict]:
     def judge(runs: list[Run]) -> Verdict:
         if failed := _incomplete(runs):
@@ -465,6 +484,12 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         if smoke
         else ["--patients", "120", "--factor", str(args.e2e_factor), "--budget-minutes", str(args.e2e_budget)]
     )
+    segment_args = (
+        ["--patients", "3", "--iterations", "10", "--al-seeds", "1", "--al-rounds", "1", "--al-step", "1",
+         "--al-iterations", "10"]
+        if smoke
+        else []
+    )  # fmt: skip
     radml: list[str] = []
     if args.with_radmlbench:
         radml = []
@@ -478,6 +503,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         "deid": deid_args,
         "features": features_args,
         "e2e": e2e_args,
+        "segment": segment_args,
         "radml": radml,
     }
 
@@ -486,6 +512,7 @@ def _target_benchmarks(sizes: dict[str, Any]) -> list[Benchmark]:
     """The benchmarks with a target of the workbench's (PASS/MISS), radMLBench apart."""
     index_sizes, index_phases = sizes["index_sizes"], sizes["index_phases"]
     deid_args, features_args, e2e_args = sizes["deid"], sizes["features"], sizes["e2e"]
+    segment_args = sizes["segment"]
     return [
         Benchmark(
             "index",
@@ -522,6 +549,14 @@ def _target_benchmarks(sizes: dict[str, Any]) -> list[Benchmark]:
             [Run("deid", "bench_deid.py", deid_args, json=None)],
             judge_deid,
             _needs_dicognito,
+        ),
+        Benchmark(
+            "segment",
+            "Segmentation",
+            f"median held-out Dice >= {SEGMENT_DICE} on nodules >= 6 mm; train + inference <= {SEGMENT_COLD_S:.0f} s "
+            f"cold; inference <= {SEGMENT_INFERENCE_S:.0f} s per volume (active learning reported)",
+            [Run("segment", "bench_segment.py", segment_args)],
+            judge_segment,
         ),
     ]
 

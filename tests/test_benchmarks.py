@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_ALL = REPO / "benchmarks" / "run_all.py"
-BENCHMARKS = ["index", "features", "e2e", "deid", "synth", "preprocess", "explain", "pacs", "radmlbench"]
+BENCHMARKS = ["index", "features", "e2e", "deid", "segment", "synth", "preprocess", "explain", "pacs", "radmlbench"]
 VERDICTS = {"PASS", "MISS", "REPORT", "SKIPPED"}
 
 

@@ -6,9 +6,10 @@ TorchScript/ONNX model is brought along (:mod:`.external`); every case is segmen
 window with test-time augmentation, lesions are the connected components, the uncertainty around
 them ranks the unlabelled cases for annotation (:mod:`.run`), and the model masks are written as
 DICOM SEG on the source series (:mod:`.dicomseg`). :mod:`.report` holds the notebook's tables and
-figures, :mod:`.simulate` the active-learning simulation.
+figures, :mod:`.active` the active-learning simulation.
 """
 
+from pacs_workbench.segment.active import compare_strategies, curve_summary, plot_curves, simulate_active_learning
 from pacs_workbench.segment.data import SegmentationError, assign_splits, read_cases
 from pacs_workbench.segment.external import load_external_model
 from pacs_workbench.segment.net import TrainConfig, build_unet, dice, train_network
@@ -29,6 +30,8 @@ __all__ = [
     "TrainConfig",
     "assign_splits",
     "build_unet",
+    "compare_strategies",
+    "curve_summary",
     "dice",
     "dice_summary",
     "hd95",
@@ -36,10 +39,12 @@ __all__ = [
     "per_case",
     "pick_cases",
     "plot_cases",
+    "plot_curves",
     "plot_training_curve",
     "rank_worklist",
     "read_cases",
     "segment_cases",
+    "simulate_active_learning",
     "train_network",
     "training_text",
 ]
