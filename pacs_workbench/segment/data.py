@@ -3,6 +3,14 @@
 A case is one lesion of one series, as ``03_preprocessing`` wrote it: an image volume and its
 reference mask on the preprocessed grid (NIfTI). Which patients count as labelled is decided
 here, by patient (``pseudo_patient_id``), so no patient is both taught and tested on.
+
+Masks drawn in a viewer join the training set on the next run. A mask saved as DICOM SEG or
+RTSTRUCT on the source series goes into the DICOM tree and reaches the cases table through
+``03_preprocessing`` like any other. A NIfTI (or NRRD) label map drawn on the case's
+preprocessed image (``volumes/<case_id>_image.nii.gz``, the grid of the probability maps) is
+saved as ``<case_id>_mask.nii.gz`` in the annotations folder (``<out_dir>/annotations/`` by
+default): :func:`add_annotations` takes it as the case's reference, and the case is labelled
+whatever the labelled fraction.
 """
 
 from __future__ import annotations
@@ -62,6 +70,29 @@ def read_cases(cases: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("case_id").reset_index(drop=True)
 
 
+#: File names :func:`add_annotations` looks for, per case, in the annotations folder.
+ANNOTATION_SUFFIXES = ("_mask.nii.gz", "_mask.nii", "_mask.nrrd")
+
+
+def add_annotations(cases: pd.DataFrame, folder: str | os.PathLike[str] | None) -> pd.DataFrame:
+    """Take masks drawn in a viewer from ``folder`` (``<case_id>_mask.nii.gz``) as the cases' references.
+
+    Adds ``annotated`` (True where a file was found); an annotation replaces the case's ``mask``.
+    A folder that does not exist adds nothing.
+    """
+    frame = cases.copy()
+    frame["annotated"] = False
+    root = Path(folder) if folder is not None else None
+    if root is None or not root.is_dir():
+        return frame
+    for index, case_id in frame["case_id"].items():
+        found = next((root / f"{case_id}{s}" for s in ANNOTATION_SUFFIXES if (root / f"{case_id}{s}").is_file()), None)
+        if found is not None:
+            frame.at[index, "mask"] = str(found)
+            frame.at[index, "annotated"] = True
+    return frame
+
+
 def _rank(value: str, seed: int, salt: str) -> str:
     return hashlib.sha256(f"{salt}|{seed}|{value}".encode()).hexdigest()
 
@@ -75,12 +106,16 @@ def assign_splits(
     with a reference mask are labelled (at least one when ``F > 0``). The others' reference masks
     are hidden from training (``labelled`` False) and used only to score the model. Of the labelled
     patients, ``validation_fraction`` (at least one when three or more) are kept for validation.
+    Cases ``annotated`` in a viewer (:func:`add_annotations`) are labelled in any case (``train``
+    unless their patient is a validation one).
     """
     if not 0.0 <= labelled_fraction <= 1.0:
         raise SegmentationError(f"labelled fraction must be between 0 and 1, got {labelled_fraction}")
     frame = cases.copy()
     frame["has_reference"] = frame["mask"].map(lambda p: bool(p) and isinstance(p, str) and Path(p).is_file())
-    with_ref = frame.loc[frame["has_reference"], "pseudo_patient_id"].astype(str).unique().tolist()
+    annotated = frame["annotated"].astype(bool) if "annotated" in frame.columns else pd.Series(False, frame.index)
+    # Annotated cases are labelled anyway; they must not shift which exported references are hidden.
+    with_ref = frame.loc[frame["has_reference"] & ~annotated, "pseudo_patient_id"].astype(str).unique().tolist()
     ordered = sorted(with_ref, key=lambda p: _rank(p, seed, "label"))
     n_labelled = round(labelled_fraction * len(ordered))
     if labelled_fraction > 0 and ordered:
@@ -90,7 +125,7 @@ def assign_splits(
     n_val = max(1, round(validation_fraction * len(labelled))) if len(labelled) >= 3 else 0
     validation = set(by_val[:n_val])
     patient = frame["pseudo_patient_id"].astype(str)
-    frame["labelled"] = frame["has_reference"] & patient.isin(labelled)
+    frame["labelled"] = frame["has_reference"] & (patient.isin(labelled) | annotated)
     frame["split"] = np.where(
         frame["labelled"], np.where(patient.isin(validation), "validation", "train"), "unlabelled"
     )

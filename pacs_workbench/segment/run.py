@@ -9,7 +9,8 @@
 * ``worklist.csv``: unlabelled cases ranked by uncertainty ("annotate these next"), pseudonymous ids only;
 * ``masks/<case>_mask.nii.gz``, ``probability/<case>_probability.nii.gz`` and ``_uncertainty.nii.gz``;
 * ``seg/<series key>.dcm``: one DICOM SEG per segmented series (when the DICOM tree is given);
-* ``model/``: the cached checkpoint; ``segment.json``: settings, training curve, timings.
+* ``model/``: the cached checkpoint (masks drawn in a viewer are read from ``annotations/``,
+  see :mod:`~pacs_workbench.segment.data`); ``segment.json``: settings, training curve, timings.
 
 Lesions are the connected components (26-connected) of the mean TTA probability >= 0.5;
 components smaller than ``min_lesion_mm3`` are dropped (default 14 mm^3, a 3 mm sphere: below
@@ -34,7 +35,14 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from pacs_workbench.core.files import json_ready, write_atomic, write_json_atomic
-from pacs_workbench.segment.data import CaseVolume, SegmentationError, assign_splits, load_case, read_cases
+from pacs_workbench.segment.data import (
+    CaseVolume,
+    SegmentationError,
+    add_annotations,
+    assign_splits,
+    load_case,
+    read_cases,
+)
 from pacs_workbench.segment.net import TrainConfig, TrainResult, dice, predict_stack, train_network
 
 MIN_LESION_MM3 = 14.0
@@ -193,6 +201,7 @@ def segment_cases(
     config: TrainConfig | dict[str, Any] | None = None,
     min_lesion_mm3: float = MIN_LESION_MM3,
     workers: int = 2,
+    annotations_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> SegmentationRun:
     """Train on the labelled cases (or use ``model``), segment every case, write the outputs.
@@ -218,6 +227,10 @@ def segment_cases(
         Smallest component kept as a lesion.
     workers
         Torch threads.
+    annotations_dir
+        Masks drawn in a viewer on the preprocessed images, ``<case_id>_mask.nii.gz``
+        (default ``<out_dir>/annotations``): those cases are labelled and trained on
+        (:func:`~pacs_workbench.segment.data.add_annotations`).
 
     Raises
     ------
@@ -231,7 +244,8 @@ def segment_cases(
     cfg.threads = max(1, int(workers or 1))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frame = assign_splits(read_cases(cases), labelled_fraction if model is None else 0.0, seed=cfg.seed)
+    annotated = add_annotations(read_cases(cases), annotations_dir if annotations_dir else out / "annotations")
+    frame = assign_splits(annotated, labelled_fraction if model is None else 0.0, seed=cfg.seed)
     volumes, errors = _load_all(frame)
     network, trained, checkpoint_sha = _model(frame, volumes, out, cfg, model, progress)
     train_s = time.perf_counter() - started
@@ -258,6 +272,7 @@ def segment_cases(
     write_atomic(out / "worklist.csv", lambda temp: worklist.to_csv(temp, index=False))
     summary = {
         "n_cases": len(frame), "n_labelled": int(frame["labelled"].sum()),
+        "n_annotated": int((frame["annotated"] & frame["labelled"]).sum()),
         "n_patients_labelled": int(frame.loc[frame["labelled"], "pseudo_patient_id"].nunique()),
         "labelled_fraction": labelled_fraction, "checkpoint_sha256": checkpoint_sha,
         "model": "external" if model is not None else "unet", "cached": bool(trained and trained.cached),

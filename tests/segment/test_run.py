@@ -74,3 +74,23 @@ def test_a_model_with_other_channels_or_spacing_is_refused(tmp_path) -> None:
     other.mkdir()
     with pytest.raises(SegmentationError, match=r"trained at \[0.7, 0.7, 2.0\] mm"):
         segment_cases(cases, tmp_path / "o2", model=_save_model(other, spacing_mm=[0.7, 0.7, 2.0]), progress=False)
+
+
+def test_a_nifti_mask_drawn_in_a_viewer_joins_the_training_set_next_run(tmp_path) -> None:
+    cases = write_cases(tmp_path / "cases", 5)
+    drawn = cases.loc[cases["case_id"] == "case04", "mask"].iloc[0]
+    cases.loc[cases["case_id"] == "case04", "mask"] = None  # the export had no mask for this series
+    out = tmp_path / "out"
+    first = segment_cases(cases, out, labelled_fraction=0.5, config=TINY, workers=1, progress=False)
+    row = first.table[first.table["case_id"] == "case04"].iloc[0]
+    assert row["split"] == "unlabelled" and row["mask_source"] == "model"
+    (out / "annotations").mkdir()
+    target = out / "annotations" / "case04_mask.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(drawn), str(target))
+    second = segment_cases(cases, out, labelled_fraction=0.5, config=TINY, workers=1, progress=False)
+    row = second.table[second.table["case_id"] == "case04"].iloc[0]
+    assert row["split"] == "train" and row["mask_source"] == "reference" and row["mask"] == str(target)
+    assert second.summary["n_annotated"] == 1
+    assert second.summary["n_labelled"] == first.summary["n_labelled"] + 1
+    assert not second.summary["cached"], "the new annotation retrains the model"
+    assert "case04" not in set(second.worklist["case_id"])
