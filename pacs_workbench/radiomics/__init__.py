@@ -18,6 +18,7 @@ Backs notebook ``05_radiomics_model`` and the ``pacs-workbench features`` and ``
   the figures of :mod:`.plots`, and :func:`compare_with_truth` (:mod:`.truth`, synthetic data only).
 """
 
+from pacs_workbench.radiomics.agreement import agreement_summary, cases_with_masks, feature_agreement, paired_cases
 from pacs_workbench.radiomics.card import metrics_table, render_model_card
 from pacs_workbench.radiomics.combat import ComBat
 from pacs_workbench.radiomics.features import extract_case, extract_features
@@ -48,14 +49,18 @@ __all__ = [
     "ModelingConfig",
     "ModelingError",
     "PackageSources",
+    "agreement_summary",
     "build_model_table",
+    "cases_with_masks",
     "check_ibsi_reference",
     "compare_with_truth",
     "extract_case",
     "extract_features",
+    "feature_agreement",
     "harmonization_preview",
     "load_radiomics_params",
     "metrics_table",
+    "paired_cases",
     "plot_calibration_and_decision",
     "plot_roc",
     "plot_vendor_distributions",
