@@ -13,7 +13,9 @@ PATIENTS = 12
 # Enough patients for a model, with a cross-validation small enough for a test.
 SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100}
 # A few training steps: the segmentation notebook runs end to end, not to a good model.
-SMALL_SEGMENTATION = {"iterations": 40}
+SMALL_SEGMENTATION = {
+    "iterations": 40, "active_learning_seeds": 1, "active_learning_rounds": 1, "active_learning_iterations": 10,
+}
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ beat random on it (the mean Dice over the curve's points), without assuming that
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -19,12 +21,36 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pacs_workbench.segment.data import CaseVolume, SegmentationError
+from pacs_workbench.segment.data import CaseVolume, SegmentationError, load_case, read_cases
 from pacs_workbench.segment.net import TrainConfig, _train, dice, predict_probability, predict_stack
 from pacs_workbench.segment.run import MIN_LESION_MM3, lesions_of, uncertainty_score
 
 STRATEGIES = ("uncertainty", "random")
 CURVE_COLUMNS = ["strategy", "seed", "round", "n_labelled", "dice_median", "selected"]
+
+
+def simulation_cases(
+    cases: str | os.PathLike[str] | pd.DataFrame, *, pool_size: int = 16, held_out_size: int = 8, seed: int = 0
+) -> tuple[list[CaseVolume], list[CaseVolume]]:
+    """Pool and held-out cases for the simulation: cases with a reference mask, split by patient.
+
+    Patients are ordered by a seeded hash of their pseudonym; the first patients' cases fill the
+    held-out set (``held_out_size`` cases at most), the next ones the pool (``pool_size``), so
+    no patient is in both and the sizes (and the cost) stay small whatever the cohort.
+    """
+    frame = read_cases(cases)
+    frame = frame[frame["mask"].map(lambda p: isinstance(p, str) and bool(p) and os.path.isfile(p))]
+    order = sorted(frame["pseudo_patient_id"].astype(str).unique(),
+                   key=lambda p: hashlib.sha256(f"active|{seed}|{p}".encode()).hexdigest())
+    held_out: list[CaseVolume] = []
+    pool: list[CaseVolume] = []
+    for patient in order:
+        rows = frame[frame["pseudo_patient_id"].astype(str) == patient]
+        target = held_out if len(held_out) < held_out_size else pool
+        if target is pool and len(pool) >= pool_size:
+            break
+        target.extend(load_case(row, with_reference=True) for _, row in rows.iterrows())
+    return pool[:pool_size], held_out
 
 
 def held_out_dice(network: Any, held_out: Sequence[CaseVolume], patch: int) -> float:

@@ -59,3 +59,15 @@ def test_simulation_needs_truth_and_a_held_out_set(volumes) -> None:
         simulate_active_learning(volumes[:5], [], config=TINY)
     with pytest.raises(SegmentationError, match="overlaps"):
         simulate_active_learning(volumes[:5], volumes[4:], config=TINY)
+
+
+def test_simulation_cases_split_by_patient_and_stay_small(tmp_path) -> None:
+    from pacs_workbench.segment.active import simulation_cases
+
+    frame = write_cases(tmp_path / "cases", n_patients=7)
+    frame.loc[frame["case_id"] == "case06", "mask"] = None  # no truth: never in the simulation
+    pool, held_out = simulation_cases(frame, pool_size=3, held_out_size=2)
+    assert len(pool) == 3 and len(held_out) == 2
+    ids = [c.case_id for c in [*pool, *held_out]]
+    assert len(set(ids)) == 5 and "case06" not in ids
+    assert all(c.reference is not None for c in [*pool, *held_out])
