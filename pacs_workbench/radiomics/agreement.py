@@ -51,13 +51,15 @@ def cases_with_masks(
     """The cases table radiomics extracts from: reference masks where used, model masks elsewhere.
 
     ``mask_source`` is ``reference`` or ``model``; ``reference_mask`` keeps the exported reference
-    (for the agreement). Cases the segmentation could not give a mask (empty prediction, error)
+    (for the agreement) and ``reference_mask_kind`` the preprocessing's ``mask_source`` (SEG, RTSTRUCT). Cases the segmentation could not give a mask (empty prediction, error)
     are left out; ``attrs["left_out"]`` lists them with the reason.
     """
     frame = pd.read_parquet(cases) if not isinstance(cases, pd.DataFrame) else cases.copy()
     frame["case_id"] = frame["case_id"].astype(str)
     seg = read_segmentation(segmentation).set_index("case_id")
     frame["reference_mask"] = frame["mask"] if "mask" in frame.columns else None
+    if "mask_source" in frame.columns:  # the reference's kind (SEG, RTSTRUCT) from preprocessing
+        frame = frame.rename(columns={"mask_source": "reference_mask_kind"})
     source = frame["case_id"].map(seg["mask_source"])
     model_mask = frame["case_id"].map(seg["mask"])
     use_model = source == "model"
