@@ -51,8 +51,9 @@ def cases_with_masks(
     """The cases table radiomics extracts from: reference masks where used, model masks elsewhere.
 
     ``mask_source`` is ``reference`` or ``model``; ``reference_mask`` keeps the exported reference
-    (for the agreement) and ``reference_mask_kind`` the preprocessing's ``mask_source`` (SEG, RTSTRUCT). Cases the segmentation could not give a mask (empty prediction, error)
-    are left out; ``attrs["left_out"]`` lists them with the reason.
+    (for the agreement) and ``reference_mask_kind`` the preprocessing's ``mask_source`` (SEG,
+    RTSTRUCT). Cases the segmentation could not give a mask (empty prediction, error) are left
+    out; ``attrs["left_out"]`` lists them with the reason.
     """
     frame = pd.read_parquet(cases) if not isinstance(cases, pd.DataFrame) else cases.copy()
     frame["case_id"] = frame["case_id"].astype(str)
