@@ -121,6 +121,13 @@ def _source_facts(path: str) -> dict[str, Any]:
     return {"terms": terms, "uids": uids, "patient": patient_identity(ds) or None, "kept": _kept_values(ds)}
 
 
+def _dictionary_keywords() -> list[str]:
+    """The keywords of pydicom's data dictionary (e.g. ``Modality``)."""
+    from pydicom.datadict import keyword_dict
+
+    return list(keyword_dict)
+
+
 def _kept_values(ds: Any) -> list[str]:
     """Lower-cased values of top-level keep-list attributes (e.g. Manufacturer): the
     profile keeps them, so a "PHI" term equal to one of them is not a leak."""
@@ -129,9 +136,10 @@ def _kept_values(ds: Any) -> list[str]:
     keep = load_keep_list()
     out: set[str] = set()
     for tag in list(ds.keys()):
-        if int(tag) not in keep.tags or int(tag) in keep.free_text:
-            continue
         raw = ds.get_item(tag)
+        coded = getattr(raw, "VR", None) == "CS"  # a code string is a coded value, never a person
+        if not coded and (int(tag) not in keep.tags or int(tag) in keep.free_text):
+            continue
         if raw is None or getattr(raw, "VR", None) in ("SQ", "OB", "OW", "UN"):
             continue
         try:
@@ -267,6 +275,9 @@ def _add_source_facts(
         source_uids.update(facts["uids"])
         if facts["patient"]:
             source_patients.add(facts["patient"])
+    # a DICOM keyword (e.g. a placeholder name "Modality") is the workbench's own vocabulary,
+    # found in every log: not a leak of the person it stood for
+    kept.update(k.lower() for k in _dictionary_keywords())
     for term in [t for t in terms if t.strip().lower() in kept]:
         del terms[term]
     return source_uids, source_patients
