@@ -118,7 +118,7 @@ def _source_facts(path: str) -> dict[str, Any]:
             if usable_term(variant):
                 terms.setdefault(variant.strip(), kind)
     uids = sorted({u for u in _iter_uids(ds) if not is_well_known_uid(u)})
-    return {"terms": terms, "uids": uids, "patient": patient_identity(ds) or None, "kept": _kept_values(ds)}
+    return {"terms": terms, "uids": uids, "patient": patient_identity(ds), "kept": _kept_values(ds)}
 
 
 def _dictionary_keywords() -> list[str]:
@@ -147,7 +147,26 @@ def _kept_values(ds: Any) -> list[str]:
         except Exception:  # an unreadable value keeps nothing
             continue
         out.update(v.strip().lower() for v in values if isinstance(v, str) and len(v.strip()) >= MIN_TERM)
+    out.update(_coding_scheme_texts(ds))
     return sorted(out)
+
+
+def _coding_scheme_texts(ds: Any) -> set[str]:
+    """Lower-cased texts of (0008,0110) Coding Scheme Identification Sequence and their
+    comma-separated parts: they describe a coding scheme and the organization responsible
+    for it (e.g. a vendor's address), public facts of the scheme and not of a patient."""
+    out: set[str] = set()
+    for item in ds.get("CodingSchemeIdentificationSequence", None) or []:
+        for element in item:
+            if element.VR in ("SQ", "OB", "OW", "UN"):
+                continue
+            for text in element_texts(element.value):
+                if not isinstance(text, str):
+                    continue
+                for part in [text, *text.split(",")]:
+                    if len(part.strip()) >= MIN_TERM:
+                        out.add(part.strip().lower())
+    return out
 
 
 # --- per-file checks ---------------------------------------------------------------------------
@@ -273,7 +292,9 @@ def _add_source_facts(
             terms.setdefault(term, kind)
         kept.update(facts["kept"])
         source_uids.update(facts["uids"])
-        if facts["patient"]:
+        if facts["patient"] is not None:
+            # "" (a DICOM file without patient identity) is one more patient: such files
+            # share one pseudonym
             source_patients.add(facts["patient"])
     # a DICOM keyword (e.g. a placeholder name "Modality") is the workbench's own vocabulary,
     # found in every log: not a leak of the person it stood for
