@@ -74,3 +74,25 @@ def test_disk_bound_refuses_instances_beyond_it(study: list[Path], tmp_path: Pat
     finally:
         receiver.stop()
     assert len(list((tmp_path / "out" / "incoming").rglob("*.dcm"))) == 2
+
+
+@pytest.mark.parametrize("protocol", ["dimse", "dicomweb"])
+def test_results_reach_orthanc(protocol: str, study: list[Path], tmp_path: Path) -> None:
+    import requests
+
+    from pacs_workbench.deploy.listen_send import send_results
+    from pacs_workbench.deploy.report_sr import LesionMeasurement, read_risk, write_measurement_report
+    from tests.orthanc import start_orthanc
+
+    sr = write_measurement_report(
+        [str(p) for p in study], [LesionMeasurement(100.0, 5.0)], 0.25, "low", tmp_path / "sr.dcm",
+        model_name="pacs-workbench risk model", model_version="ab" * 8,
+    )  # fmt: skip
+    with start_orthanc(tmp_path / "orthanc") as server:
+        url = server.dimse_url if protocol == "dimse" else server.dicomweb_url
+        assert send_results([sr], url) == 1
+        ids = requests.get(f"{server.rest_url}/instances", timeout=30).json()
+        assert len(ids) == 1
+        back = requests.get(f"{server.rest_url}/instances/{ids[0]}/file", timeout=30).content
+    (tmp_path / "back.dcm").write_bytes(back)
+    assert read_risk(tmp_path / "back.dcm") == (0.25, "low")
