@@ -232,6 +232,8 @@ def check_instance(header: HeaderView, transfer_syntax: str, ctx: InstanceContex
         frames = int(header.get("NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError) as exc:
         raise DeidError("image pixel attributes missing or invalid") from exc
+    if samples == 3 and str(header.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        samples = 2  # native YBR_FULL_422 stores Y Y Cb Cr per two pixels: two values a pixel
     expected = rows * cols * samples * frames * bits // 8 if bits >= 8 else (rows * cols * frames + 7) // 8
     length = pixel.value_end - pixel.value_start
     if length < expected:
