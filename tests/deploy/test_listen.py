@@ -96,3 +96,38 @@ def test_results_reach_orthanc(protocol: str, study: list[Path], tmp_path: Path)
         back = requests.get(f"{server.rest_url}/instances/{ids[0]}/file", timeout=30).content
     (tmp_path / "back.dcm").write_bytes(back)
     assert read_risk(tmp_path / "back.dcm") == (0.25, "low")
+
+
+def test_listener_scores_once_and_restart_picks_up_pending(study: list[Path], tmp_path: Path) -> None:
+    import threading
+
+    from pacs_workbench.deploy.listen import Listener
+
+    seen: list[int] = []
+
+    def scorer(folder: Path) -> dict[str, object]:
+        seen.append(len(list(folder.glob("*.dcm"))))
+        if len(seen) == 1:
+            raise ValueError("no series matches the cohort criteria")
+        return {"sr": "sr.dcm"}
+
+    out = tmp_path / "out"
+    port = _free_port()
+    receiver = StudyReceiver(out, "LISTEN", ["MODALITY"], KEY)
+    receiver.start(port=port)
+    assert _send(study, "MODALITY", port).returncode == 0
+    receiver.stop()  # received, never scored: a restart must pick it up
+    listener = Listener(StudyReceiver(out, "LISTEN", ["MODALITY"], KEY), scorer, quiet_s=0.0)
+    thread = threading.Thread(target=listener.run, kwargs={"port": _free_port(), "interval_s": 0.05})
+    thread.start()
+    try:
+        for _ in range(200):
+            if seen:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        listener.stop()
+        thread.join(timeout=30)
+    assert seen == [len(study)]
+    state = next((out / "incoming").glob(f"*/{STATE_FILE}")).read_text(encoding="utf-8")
+    assert '"failed"' in state and "cohort criteria" in state

@@ -1,0 +1,106 @@
+"""The listener's loop: complete studies through a bounded worker queue, state on disk, clean stop.
+
+:class:`Listener` polls the :class:`~pacs_workbench.deploy.listen_scp.StudyReceiver` for studies
+quiet for ``quiet_s`` seconds and puts them on a bounded queue served by ``workers`` threads.
+Each study's ``state.json`` goes ``receiving`` -> ``queued`` -> ``done`` or ``failed`` (with
+the reason), written atomically, so a restart queues again every study left ``receiving`` or
+``queued``. :meth:`Listener.stop` (wired to SIGTERM and SIGINT by :meth:`Listener.run`) stops
+accepting, lets the studies in progress finish and returns. Logs carry the study pseudonym,
+the outcome and timings only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pacs_workbench.core.files import write_json_atomic
+from pacs_workbench.deploy.listen_scp import STATE_FILE, StudyReceiver
+
+LOG = logging.getLogger("pacs_workbench.listen")
+#: A scorer takes a study folder and returns what it wrote; it raises ``ValueError`` with the reason.
+Scorer = Callable[[Path], dict[str, Any]]
+
+
+def _set_state(folder: Path, **state: Any) -> None:
+    current = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    write_json_atomic(folder / STATE_FILE, current | state)
+
+
+class Listener:
+    """Receive, queue and score studies until stopped."""
+
+    def __init__(
+        self, receiver: StudyReceiver, scorer: Scorer, *, quiet_s: float = 5.0, workers: int = 1, queue_size: int = 8
+    ) -> None:
+        self.receiver = receiver
+        self.scorer = scorer
+        self.quiet_s = float(quiet_s)
+        self.queue: queue.Queue[Path | None] = queue.Queue(maxsize=queue_size)
+        self.workers = [threading.Thread(target=self._work, daemon=True) for _ in range(max(1, workers))]
+        self._stopping = threading.Event()
+
+    def _pending(self) -> list[Path]:
+        """Studies queued before a restart (left ``queued``) and studies now complete."""
+        left = []
+        for state_file in sorted(self.receiver.incoming.glob(f"*/{STATE_FILE}")):
+            if json.loads(state_file.read_text(encoding="utf-8")).get("status") == "queued":
+                left.append(state_file.parent)
+        return left + self.receiver.complete_studies(self.quiet_s)
+
+    def _work(self) -> None:
+        while True:
+            folder = self.queue.get()
+            if folder is None:
+                return
+            token, started = folder.name, time.monotonic()
+            try:
+                written = self.scorer(folder)
+            except ValueError as exc:
+                _set_state(folder, status="failed", reason=str(exc))
+                LOG.warning("study %s not scored: %s (%.1f s)", token, exc, time.monotonic() - started)
+            else:
+                _set_state(folder, status="done", written=written, scored_at=time.time())
+                LOG.info("study %s scored in %.1f s", token, time.monotonic() - started)
+                self.receiver.release(folder)
+
+    def poll(self) -> int:
+        """Queue every complete study (blocking while the queue is full); returns how many."""
+        studies = self._pending()
+        for folder in studies:
+            _set_state(folder, status="queued")
+            self.queue.put(folder)
+        return len(studies)
+
+    def start(self, host: str = "127.0.0.1", port: int = 11112) -> None:
+        """Start the SCP and the workers."""
+        self.receiver.start(host, port)
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop (safe from a signal handler)."""
+        self._stopping.set()
+
+    def run(self, host: str = "127.0.0.1", port: int = 11112, interval_s: float = 0.5) -> None:
+        """Serve until SIGTERM/SIGINT or :meth:`stop`; studies in progress finish first."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        self.start(host, port)
+        try:
+            while not self._stopping.wait(interval_s):
+                self.poll()
+        finally:
+            self.receiver.stop()
+            for _ in self.workers:
+                self.queue.put(None)
+            for worker in self.workers:
+                worker.join()
