@@ -11,7 +11,13 @@ stops the others.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from itertools import islice
@@ -21,6 +27,31 @@ from tqdm.auto import tqdm
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# prctl(2) option: the signal a process gets when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
+_WATCHDOG_S = 1.0
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """Pool-worker initializer: the worker ends when the process that started it dies.
+
+    A SIGKILLed run would otherwise leave its workers alive, holding memory beside the rerun.
+    Linux's parent-death signal covers a worker busy in C code; the watchdog thread covers other
+    systems and the moment before the signal was armed.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc: the watchdog alone
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_WATCHDOG_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 def default_workers() -> int:
@@ -82,7 +113,7 @@ def _map_processes(
     func: Callable[[T], R], items: Iterable[T], workers: int, bar: Any, in_flight: int
 ) -> Iterator[R]:
     iterator = iter(items)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_end_with_parent, initargs=(os.getpid(),)) as pool:
         pending: set[Future[R]] = {pool.submit(func, item) for item in islice(iterator, in_flight)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 
 from pacs_workbench.core.executor import map_items
@@ -32,3 +38,37 @@ def test_dask_scheduler_gives_same_results() -> None:
     ) as cluster:
         results = list(map_items(square_with_pid, range(20), scheduler=cluster.scheduler_address, progress=False))
     assert sorted(r[1] for r in results) == [x * x for x in range(20)]
+
+
+def _ended(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # ended, waiting for a reaper
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_pool_workers_end_when_the_run_is_killed() -> None:
+    """A SIGKILLed run leaves no worker alive holding memory beside the rerun."""
+    script = (
+        "import time\nfrom pacs_workbench.core.executor import map_items\n"
+        "for _ in map_items(time.sleep, [120] * 4, workers=2, progress=False):\n    pass\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = psutil.Process(parent.pid).children()
+        assert len(workers) == 2, workers
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not all(_ended(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [w.pid for w in workers if not _ended(w)]
+        assert not alive, f"pool workers outlived their killed run: {alive}"
+    finally:
+        for process in (parent, *psutil.Process().children(recursive=True)):
+            with contextlib.suppress(Exception):
+                process.kill()
