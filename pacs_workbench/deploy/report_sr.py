@@ -9,13 +9,12 @@ manifest digest as the algorithm (TID 4019) and the report references the source
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pacs_workbench.core.files import write_atomic
+from pacs_workbench.dicom.derived import write_derived
 
 RISK_SCORE = ("RISK", "99PACSWB", "Model risk score")
 RISK_GROUP = ("RISKGRP", "99PACSWB", "Model risk group")
@@ -122,10 +121,8 @@ def write_measurement_report(
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
         imaging_measurements=groups,
     )
-    with warnings.catch_warnings():
-        # highdicom's person-name check would echo (0010,0010) Patient's Name into the log.
-        warnings.simplefilter("ignore", UserWarning)
-        sr = hd.sr.Comprehensive3DSR(
+    return write_derived(
+        lambda: hd.sr.Comprehensive3DSR(
             evidence=sources,
             content=report,
             series_instance_uid=hd.UID(),
@@ -134,14 +131,10 @@ def write_measurement_report(
             instance_number=1,
             manufacturer="pacs-workbench",
             series_description="Lesion measurements and model risk",
-        )
-    # highdicom copies (0012,0062) Patient Identity Removed; the method it requires comes along too.
-    for keyword in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
-        if keyword in sources[0] and keyword not in sr:
-            setattr(sr, keyword, sources[0].data_element(keyword).value)
-    path = Path(target)
-    write_atomic(path, lambda temp: sr.save_as(temp))
-    return path
+        ),
+        sources[0],
+        target,
+    )
 
 
 def read_risk(path: str | os.PathLike[str]) -> tuple[float, str]:

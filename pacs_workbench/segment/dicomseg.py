@@ -9,7 +9,6 @@ series, one segment per lesion; ``preprocess.load_mask`` reads it back voxel for
 from __future__ import annotations
 
 import os
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from pacs_workbench.core.files import write_atomic
+from pacs_workbench.dicom.derived import write_derived
 
 #: SNOMED CT: (49755003) Morphologically abnormal structure / (27925004) Nodule, in the (39607008) Lung.
 NODULE_CATEGORY = ("49755003", "SCT", "Morphologically abnormal structure")
@@ -129,17 +128,10 @@ def write_series_seg(
     stacked = np.stack([np.asarray(m, dtype=np.uint8) for m in lesion_masks], axis=-1)
     if stacked.shape[0] != len(sources):
         raise ValueError(f"mask has {stacked.shape[0]} slices, the series {len(sources)} frames")
-    with warnings.catch_warnings():
-        # highdicom's person-name check would echo (0010,0010) Patient's Name into the log.
-        warnings.simplefilter("ignore", UserWarning)
-        seg = _segmentation(sources, stacked, descriptions, algorithm_version or __version__, series_number)
-    # highdicom copies (0012,0062) Patient Identity Removed; the method it requires comes along too.
-    for keyword in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
-        if keyword in sources[0] and keyword not in seg:
-            setattr(seg, keyword, sources[0].data_element(keyword).value)
-    path = Path(target)
-    write_atomic(path, lambda temp: seg.save_as(temp))
-    return path
+    version = algorithm_version or __version__
+    return write_derived(
+        lambda: _segmentation(sources, stacked, descriptions, version, series_number), sources[0], target
+    )
 
 
 def _segmentation(
