@@ -46,13 +46,16 @@ class Listener:
         self.queue: queue.Queue[Path | None] = queue.Queue(maxsize=queue_size)
         self.workers = [threading.Thread(target=self._work, daemon=True) for _ in range(max(1, workers))]
         self._stopping = threading.Event()
+        self._resumed = False
 
     def _pending(self) -> list[Path]:
-        """Studies queued before a restart (left ``queued``) and studies now complete."""
-        left = []
-        for state_file in sorted(self.receiver.incoming.glob(f"*/{STATE_FILE}")):
-            if json.loads(state_file.read_text(encoding="utf-8")).get("status") == "queued":
-                left.append(state_file.parent)
+        """Studies now complete and, on the first poll only, those left ``queued`` before a restart.
+
+        A study this process queued stays ``queued`` until a worker takes it; later polls must not
+        queue it again.
+        """
+        left = [] if self._resumed else [f for f, s in self.receiver.study_states() if s.get("status") == "queued"]
+        self._resumed = True
         return left + self.receiver.complete_studies(self.quiet_s)
 
     def _work(self) -> None:

@@ -20,11 +20,12 @@ studies received before it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,17 +147,19 @@ class StudyReceiver:
             self._server.shutdown()
             self._server = None
 
+    def study_states(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Each study folder under ``incoming`` with its ``state.json``, in folder order."""
+        for state_file in sorted(self.incoming.glob(f"*/{STATE_FILE}")):
+            yield state_file.parent, json.loads(state_file.read_text(encoding="utf-8"))
+
     def complete_studies(self, quiet_s: float, now: float | None = None) -> list[Path]:
         """Folders of studies received but not scored whose last instance is ``quiet_s`` old."""
-        import json
-
         now = time.time() if now is None else now
-        done = []
-        for state_file in sorted(self.incoming.glob(f"*/{STATE_FILE}")):
-            state = json.loads(state_file.read_text(encoding="utf-8"))
-            if state.get("status") == "receiving" and now - float(state["last_received"]) >= quiet_s:
-                done.append(state_file.parent)
-        return done
+        return [
+            folder
+            for folder, state in self.study_states()
+            if state.get("status") == "receiving" and now - float(state["last_received"]) >= quiet_s
+        ]
 
     def release(self, folder: Path) -> None:
         """Forget a scored study's instances, freeing what it held."""

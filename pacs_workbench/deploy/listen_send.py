@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pydicom
 
 from pacs_workbench.dicom.net.dicomweb import dicomweb_client
-from pacs_workbench.dicom.net.dimse import new_ae
+from pacs_workbench.dicom.net.dimse import associate, new_ae
 from pacs_workbench.dicom.net.pacs import PacsError, PacsUrl, parse_pacs_url
 
 #: (0008,0016) SOP Class UIDs the listener writes: Segmentation Storage, Comprehensive 3D SR Storage.
@@ -33,9 +33,7 @@ def send_results(
     ae = new_ae(calling_aet, timeout)
     for uid in RESULT_CLASSES:
         ae.add_requested_context(uid)
-    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.called_aet)
-    if not assoc.is_established:
-        raise PacsError(f"{pacs}: association refused or failed")
+    assoc = associate(ae, pacs, None)
     try:
         for ds in datasets:
             status = assoc.send_c_store(ds)

@@ -131,3 +131,17 @@ def test_listener_scores_once_and_restart_picks_up_pending(study: list[Path], tm
     assert seen == [len(study)]
     state = next((out / "incoming").glob(f"*/{STATE_FILE}")).read_text(encoding="utf-8")
     assert '"failed"' in state and "cohort criteria" in state
+
+
+def test_a_queued_study_is_queued_once(tmp_path: Path) -> None:
+    """A study left queued by a stopped run is queued on the first poll, and no later poll queues it again."""
+    from pacs_workbench.deploy.listen import Listener
+
+    receiver = StudyReceiver(tmp_path / "out", "LISTEN", ["MODALITY"], KEY)
+    folder = receiver.incoming / "study"
+    folder.mkdir()
+    (folder / STATE_FILE).write_text('{"status": "queued", "last_received": 0}', encoding="utf-8")
+    listener = Listener(receiver, lambda _folder: {}, quiet_s=0.0)  # no workers started: the queue keeps it
+    assert listener.poll() == 1
+    assert listener.poll() == 0
+    assert listener.queue.qsize() == 1
