@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from pacs_workbench.segment.data import CaseVolume, SegmentationError, load_case, read_cases
-from pacs_workbench.segment.net import TrainConfig, _train, dice, predict_probability, predict_stack
-from pacs_workbench.segment.run import MIN_LESION_MM3, lesions_of, uncertainty_score
+from pacs_workbench.segment.net import TrainConfig, dice, fit_unet, predict_probability
+from pacs_workbench.segment.run import MIN_LESION_MM3, lesions_of, predict_lesions, uncertainty_score
 
 STRATEGIES = ("uncertainty", "random")
 CURVE_COLUMNS = ["strategy", "seed", "round", "n_labelled", "dice_median", "selected"]
@@ -65,27 +65,29 @@ def held_out_dice(network: Any, held_out: Sequence[CaseVolume], patch: int) -> f
 def _most_uncertain(network: Any, pool: Sequence[CaseVolume], patch: int, n: int) -> list[str]:
     scores = []
     for case in pool:
-        stack = predict_stack(network, case.image, patch, flips=(0, 1, 2))
-        lesions = lesions_of(stack.mean(axis=0), case.spacing, MIN_LESION_MM3)
+        stack, lesions = predict_lesions(network, case, patch, MIN_LESION_MM3)
         scores.append((-uncertainty_score(stack, lesions)[0], case.case_id))
     return [case_id for _, case_id in sorted(scores)[:n]]
 
 
+def _fit_and_score(
+    cases: dict[str, CaseVolume], labelled: Sequence[str], held_out: Sequence[CaseVolume], config: TrainConfig
+) -> tuple[Any, float]:
+    """A fresh U-Net trained on the labelled cases, and its median Dice on the held-out set."""
+    network, _ = fit_unet([cases[c] for c in labelled], [], config, progress=False)
+    return network, held_out_dice(network, held_out, config.patch)
+
+
 def _run_strategy(
     strategy: str, cases: dict[str, CaseVolume], start: list[str], held_out: Sequence[CaseVolume],
-    config: TrainConfig, rounds: int, step: int, rng: np.random.Generator, first: tuple[Any, float] | None,
-) -> tuple[list[dict[str, Any]], tuple[Any, float]]:
-    """One strategy's rounds from ``start``; the first round's model is shared between strategies."""
+    config: TrainConfig, rounds: int, step: int, rng: np.random.Generator, first: tuple[Any, float],
+) -> list[dict[str, Any]]:
+    """One strategy's rounds from ``start``; ``first`` is the starting set's model and score, shared by both."""
     labelled, rows = list(start), []
-    shared = first
+    network, score = first
     for number in range(rounds + 1):
-        if number == 0 and first is not None:
-            network, score = first
-        else:
-            network, _ = _train([cases[c] for c in labelled], [], config, progress=False)
-            score = held_out_dice(network, held_out, config.patch)
-            if number == 0:
-                shared = (network, score)
+        if number > 0:
+            network, score = _fit_and_score(cases, labelled, held_out, config)
         rows.append({"strategy": strategy, "seed": config.seed, "round": number, "n_labelled": len(labelled),
                      "dice_median": score, "selected": ",".join(labelled[len(start):])})
         pool = sorted(set(cases) - set(labelled))
@@ -96,8 +98,7 @@ def _run_strategy(
             labelled += _most_uncertain(network, [cases[c] for c in pool], config.patch, take)
         else:
             labelled += [str(c) for c in rng.choice(pool, size=take, replace=False)]
-    assert shared is not None
-    return rows, shared
+    return rows
 
 
 def simulate_active_learning(
@@ -152,12 +153,11 @@ def simulate_active_learning(
         seeded = replace(cfg, seed=int(seed))
         rng = np.random.default_rng(int(seed))
         start = [str(c) for c in rng.choice(sorted(cases), size=initial, replace=False)]
-        first: tuple[Any, float] | None = None
+        first = _fit_and_score(cases, start, held_out, seeded)
         for strategy in STRATEGIES:
-            strategy_rows, first = _run_strategy(
+            rows.extend(_run_strategy(
                 strategy, cases, start, held_out, seeded, rounds, step, np.random.default_rng(int(seed) + 1), first
-            )
-            rows.extend(strategy_rows)
+            ))
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 

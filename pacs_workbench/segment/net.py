@@ -155,9 +155,10 @@ def dice(prediction: np.ndarray, reference: np.ndarray | None) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def _train(
+def fit_unet(
     train: Sequence[CaseVolume], validation: Sequence[CaseVolume], config: TrainConfig, progress: bool
 ) -> tuple[Any, list[dict[str, float]]]:
+    """Train a fresh U-Net on ``train`` (no cache); returns it in eval mode and its curve on ``validation``."""
     import torch
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
@@ -234,7 +235,7 @@ def train_network(
             network, checkpoint, sha256_file(checkpoint), meta["history"], True, 0.0, meta["config"]
         )
     started = time.perf_counter()
-    network, history = _train(train, validation, cfg, progress)
+    network, history = fit_unet(train, validation, cfg, progress)
     buffer = io.BytesIO()
     torch.save(network.state_dict(), buffer)
     write_atomic(checkpoint, lambda temp: temp.write_bytes(buffer.getvalue()))

@@ -109,13 +109,18 @@ def uncertainty_score(stack: np.ndarray, lesions: np.ndarray) -> tuple[float, np
     return (float(spread[region].mean()) if region.any() else float(spread.max())), spread
 
 
+def predict_lesions(network: Any, case: CaseVolume, patch: int, min_mm3: float) -> tuple[np.ndarray, np.ndarray]:
+    """The test-time-augmentation probabilities of one case (identity and each flipped axis) and its lesions."""
+    stack = predict_stack(network, case.image, patch, flips=(0, 1, 2))
+    return stack, lesions_of(stack.mean(axis=0), case.spacing, min_mm3)
+
+
 def _case_rows(
     row: pd.Series, case: CaseVolume, network: Any, patch: int, out: Path, min_mm3: float
 ) -> list[dict[str, Any]]:
     """Segment one case and describe it: one row per lesion (one row with the reason when none)."""
-    stack = predict_stack(network, case.image, patch, flips=(0, 1, 2))
+    stack, lesions = predict_lesions(network, case, patch, min_mm3)
     probability = stack.mean(axis=0)
-    lesions = lesions_of(probability, case.spacing, min_mm3)
     score, spread = uncertainty_score(stack, lesions)
     prob_path = out / "probability" / f"{case.case_id}_probability.nii.gz"
     unc_path = out / "probability" / f"{case.case_id}_uncertainty.nii.gz"
