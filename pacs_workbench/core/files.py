@@ -185,3 +185,8 @@ def sha256_files(paths: Iterable[str | os.PathLike[str]]) -> str:
     for path in paths:
         total.update(bytes.fromhex(sha256_file(path)))
     return total.hexdigest()
+
+
+def names_a_file(value: Any) -> bool:
+    """Whether a table cell names an existing file: a non-empty path string (empty, ``None`` or NaN do not)."""
+    return isinstance(value, str) and bool(value) and Path(value).is_file()

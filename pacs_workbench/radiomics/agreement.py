@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pacs_workbench.core.files import names_a_file
+
 #: ICC at or above which a feature counts as reproducible between reference and model masks.
 GOOD_ICC = 0.75
 
@@ -66,7 +68,7 @@ def cases_with_masks(
     use_model = source == "model"
     frame["mask_source"] = np.where(use_model, "model", "reference")
     frame["mask"] = np.where(use_model, model_mask, frame["reference_mask"])
-    usable = frame["mask"].map(lambda p: isinstance(p, str) and bool(p) and Path(p).is_file())
+    usable = frame["mask"].map(names_a_file)
     left_out = frame.loc[~usable, ["case_id"]].copy()
     left_out["reason"] = frame.loc[~usable, "case_id"].map(seg["status"]).fillna("not segmented").map(
         lambda s: f"no mask for radiomics (segmentation status: {s})"
@@ -78,7 +80,7 @@ def cases_with_masks(
 
 def paired_cases(cases_masks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For the cases with a model mask and a reference: the table on reference and the one on model masks."""
-    has_reference = cases_masks["reference_mask"].map(lambda p: isinstance(p, str) and Path(p).is_file())
+    has_reference = cases_masks["reference_mask"].map(names_a_file)
     both = cases_masks[(cases_masks["mask_source"] == "model") & has_reference]
     on_reference = both.assign(mask=both["reference_mask"], mask_source="reference").reset_index(drop=True)
     return on_reference, both.reset_index(drop=True)

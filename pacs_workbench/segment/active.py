@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pacs_workbench.core.files import names_a_file
 from pacs_workbench.segment.data import CaseVolume, SegmentationError, load_case, read_cases
 from pacs_workbench.segment.net import TrainConfig, dice, fit_unet, predict_probability
 from pacs_workbench.segment.run import MIN_LESION_MM3, lesions_of, predict_lesions, uncertainty_score
@@ -39,7 +40,7 @@ def simulation_cases(
     no patient is in both and the sizes (and the cost) stay small whatever the cohort.
     """
     frame = read_cases(cases)
-    frame = frame[frame["mask"].map(lambda p: isinstance(p, str) and bool(p) and os.path.isfile(p))]
+    frame = frame[frame["mask"].map(names_a_file)]
     order = sorted(frame["pseudo_patient_id"].astype(str).unique(),
                    key=lambda p: hashlib.sha256(f"active|{seed}|{p}".encode()).hexdigest())
     held_out: list[CaseVolume] = []

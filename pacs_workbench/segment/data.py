@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from pacs_workbench.core.files import names_a_file
+
 #: Columns the stage needs from the cases table (``preprocess.CASES_COLUMNS`` holds them).
 REQUIRED_COLUMNS = ("case_id", "image", "pseudo_patient_id")
 
@@ -112,7 +114,7 @@ def assign_splits(
     if not 0.0 <= labelled_fraction <= 1.0:
         raise SegmentationError(f"labelled fraction must be between 0 and 1, got {labelled_fraction}")
     frame = cases.copy()
-    frame["has_reference"] = frame["mask"].map(lambda p: bool(p) and isinstance(p, str) and Path(p).is_file())
+    frame["has_reference"] = frame["mask"].map(names_a_file)
     annotated = frame["annotated"].astype(bool) if "annotated" in frame.columns else pd.Series(False, frame.index)
     # Annotated cases are labelled anyway; they must not shift which exported references are hidden.
     with_ref = frame.loc[frame["has_reference"] & ~annotated, "pseudo_patient_id"].astype(str).unique().tolist()
