@@ -189,10 +189,16 @@ def tags_for_keywords(keywords: Iterable[str]) -> dict[str, int]:
     return out
 
 
-def _split_text(text: str, vr: str) -> str | list[str]:
+def split_text(text: str, vr: str) -> str | list[str]:
+    """Text of one element as pydicom gives it: padding removed, split at backslashes.
+
+    Trailing spaces and NULs pad a value to even length ((0008,0018) SOP Instance UID
+    is padded with a NUL); they are not part of the value, of any of its values.
+    """
+    text = text.rstrip(" \0")
     if vr in TEXT_SINGLE or "\\" not in text:
         return text
-    return text.split("\\")
+    return [value.rstrip(" \0") for value in text.split("\\")]
 
 
 def raw_to_python(
@@ -231,7 +237,7 @@ def raw_to_python(
     if vr is None or vr == "UN":
         vr = dictionary_vr(tag)
     if vr in TEXT_DEFAULT or (vr in TEXT_CHARSET and value.isascii() and b"\x1b" not in value):
-        return _split_text(value.decode("latin-1"), vr)
+        return split_text(value.decode("latin-1"), vr)
     fmt = _BINARY_FORMATS.get(vr)
     if fmt is not None:
         size = struct.calcsize(fmt)

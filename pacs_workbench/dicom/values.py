@@ -28,7 +28,6 @@ from pacs_workbench.dicom.read import (
     SOP_INSTANCE_TAG,
     TEXT_CHARSET,
     TEXT_DEFAULT,
-    TEXT_SINGLE,
     DicomReadError,
     EmptyFileError,
     PathLike,
@@ -41,6 +40,7 @@ from pacs_workbench.dicom.read import (
     open_anonymous,
     raw_to_python,
     read_open,
+    split_text,
     tags_for_keywords,
     to_python,
 )
@@ -82,8 +82,7 @@ def scan_values(scan: HeaderScan) -> dict[int, Any]:
     for tag, (vr, value) in scan.elements.items():
         # Inline the commonest case of raw_to_python (same result): plain ASCII text.
         if value and (vr in TEXT_DEFAULT or (vr in TEXT_CHARSET and value.isascii() and b"\x1b" not in value)):
-            text = value.decode("latin-1")
-            out[tag] = text.split("\\") if "\\" in text and vr not in TEXT_SINGLE else text
+            out[tag] = split_text(value.decode("latin-1"), vr)
         else:
             out[tag] = raw_to_python(tag, vr, value, is_implicit_vr=scan.implicit_vr, encodings=encodings)
     return out

@@ -23,6 +23,7 @@ from pacs_workbench.radiomics.card import metrics_table, render_model_card
 from pacs_workbench.radiomics.combat import ComBat
 from pacs_workbench.radiomics.features import extract_case, extract_features
 from pacs_workbench.radiomics.ibsi import IBSI_CORRECTIONS, IBSI_UNCORRECTED, check_ibsi_reference
+from pacs_workbench.radiomics.mask_sources import MaskComparison, compare_mask_sources, describe_mask_comparison
 from pacs_workbench.radiomics.model import ModelingConfig, run_modeling
 from pacs_workbench.radiomics.outputs import read_results
 from pacs_workbench.radiomics.package import PackageSources
@@ -46,6 +47,7 @@ __all__ = [
     "MODEL_TABLE_FILE",
     "PARAMS_DIR",
     "ComBat",
+    "MaskComparison",
     "ModelingConfig",
     "ModelingError",
     "PackageSources",
@@ -53,7 +55,9 @@ __all__ = [
     "build_model_table",
     "cases_with_masks",
     "check_ibsi_reference",
+    "compare_mask_sources",
     "compare_with_truth",
+    "describe_mask_comparison",
     "extract_case",
     "extract_features",
     "feature_agreement",

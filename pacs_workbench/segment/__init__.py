@@ -9,7 +9,14 @@ DICOM SEG on the source series (:mod:`.dicomseg`). :mod:`.report` holds the note
 figures, :mod:`.active` the active-learning simulation.
 """
 
-from pacs_workbench.segment.active import compare_strategies, curve_summary, plot_curves, simulate_active_learning
+from pacs_workbench.segment.active import (
+    compare_strategies,
+    curve_summary,
+    describe_simulation,
+    plot_curves,
+    run_simulation,
+    simulate_active_learning,
+)
 from pacs_workbench.segment.data import SegmentationError, assign_splits, read_cases
 from pacs_workbench.segment.external import load_external_model
 from pacs_workbench.segment.net import TrainConfig, build_unet, dice, train_network
@@ -32,6 +39,7 @@ __all__ = [
     "build_unet",
     "compare_strategies",
     "curve_summary",
+    "describe_simulation",
     "dice",
     "dice_summary",
     "hd95",
@@ -43,6 +51,7 @@ __all__ = [
     "plot_training_curve",
     "rank_worklist",
     "read_cases",
+    "run_simulation",
     "segment_cases",
     "simulate_active_learning",
     "train_network",

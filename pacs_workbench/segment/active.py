@@ -162,6 +162,37 @@ def simulate_active_learning(
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
+#: The simulation's small U-Net: a smaller crop and fewer channels than the stage's, so many rounds stay cheap.
+SIMULATION_NETWORK = {"patch": 24, "channels": (8, 16)}
+
+
+def run_simulation(
+    cases: str | os.PathLike[str] | pd.DataFrame, *, seeds: int, rounds: int, iterations: int, threads: int = 1,
+    seed: int = 0,
+) -> pd.DataFrame | None:
+    """The notebook's simulation: two starting cases, two added per round, small networks.
+
+    Returns the curves (:func:`simulate_active_learning`, with the pool and held-out sizes in
+    ``attrs``), or ``None`` when ``seeds`` is 0 or the cases with reference masks are too few.
+    """
+    pool, held_out = simulation_cases(cases, seed=seed) if seeds > 0 else ([], [])
+    if len(pool) <= 2 or not held_out:
+        return None
+    config = {**SIMULATION_NETWORK, "iterations": iterations, "threads": threads}
+    curves = simulate_active_learning(pool, held_out, initial=2, step=2, rounds=rounds, seeds=range(seeds),
+                                      config=config)  # fmt: skip
+    curves.attrs.update(pool=len(pool), held_out=len(held_out))
+    return curves
+
+
+def describe_simulation(curves: pd.DataFrame | None) -> str:
+    """One sentence: the set sizes and what the comparison shows (or why there is no simulation)."""
+    if curves is None:
+        return "Too few cases with reference masks for the simulation (or it is switched off)."
+    verdict = compare_strategies(curves)["verdict"]
+    return f"{curves.attrs['pool']} pool and {curves.attrs['held_out']} held-out cases: **{verdict}**."
+
+
 def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation, min and max of the held-out Dice per strategy and number labelled."""
     return (
