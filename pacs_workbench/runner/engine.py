@@ -21,8 +21,9 @@ from papermill.utils import remove_args
 from pacs_workbench.runner.pages import RunResult
 
 ENGINE_NAME = "pacs-workbench"
-#: The kernel's own log: errors only (its per-start transport warning is not the run's business).
-QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+#: The kernel's own log, silenced: its per-start transport warning and the "KeyboardInterrupt caught"
+#: of a slow shutdown on a busy machine are not the run's business; cell errors reach the notebook itself.
+QUIET_KERNEL = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def format_elapsed(seconds: float) -> str:

@@ -196,6 +196,29 @@ def _model(
     return result.network, result, result.checkpoint_sha256
 
 
+def _segment_all(
+    frame: pd.DataFrame, volumes: dict[str, CaseVolume], errors: dict[str, str], network: Any, patch: int,
+    out: Path, min_lesion_mm3: float, progress: bool,
+) -> pd.DataFrame:
+    """Every case's lesion rows (or its error row), in the columns of ``segmentation.parquet``."""
+    from tqdm.auto import tqdm
+
+    rows: list[dict[str, Any]] = []
+    for _, row in tqdm(frame.iterrows(), total=len(frame), desc="segment cases", disable=not progress):
+        if row["case_id"] in errors:
+            rows.append(_error_row(row, errors[row["case_id"]]))
+            continue
+        try:
+            rows.extend(_case_rows(row, volumes[row["case_id"]], network, patch, out, min_lesion_mm3))
+        except SegmentationError as exc:
+            rows.append(_error_row(row, str(exc)))
+    table = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in table.columns:
+            table[column] = None
+    return table[COLUMNS].sort_values(["case_id", "lesion"]).reset_index(drop=True)
+
+
 def segment_cases(
     cases: str | os.PathLike[str] | pd.DataFrame,
     out_dir: str | os.PathLike[str],
@@ -242,8 +265,6 @@ def segment_cases(
     SegmentationError
         When no case can be segmented (no labelled case to train on, a model that does not fit).
     """
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     cfg = TrainConfig.coerce(config)
     cfg.threads = max(1, int(workers or 1))
@@ -255,22 +276,9 @@ def segment_cases(
     network, trained, checkpoint_sha = _model(frame, volumes, out, cfg, model, progress)
     train_s = time.perf_counter() - started
     patch = getattr(network, "roi_size", cfg.patch)
-    rows: list[dict[str, Any]] = []
     infer_started = time.perf_counter()
-    for _, row in tqdm(frame.iterrows(), total=len(frame), desc="segment cases", disable=not progress):
-        if row["case_id"] in errors:
-            rows.append(_error_row(row, errors[row["case_id"]]))
-            continue
-        try:
-            rows.extend(_case_rows(row, volumes[row["case_id"]], network, patch, out, min_lesion_mm3))
-        except SegmentationError as exc:
-            rows.append(_error_row(row, str(exc)))
+    table = _segment_all(frame, volumes, errors, network, patch, out, min_lesion_mm3, progress)
     infer_s = time.perf_counter() - infer_started
-    table = pd.DataFrame(rows)
-    for column in COLUMNS:
-        if column not in table.columns:
-            table[column] = None
-    table = table[COLUMNS].sort_values(["case_id", "lesion"]).reset_index(drop=True)
     seg_files = _write_segs(table, frame, volumes, out, dicom_dir, checkpoint_sha) if dicom_dir else []
     write_atomic(out / "segmentation.parquet", lambda temp: table.to_parquet(temp, index=False))
     worklist = rank_worklist(table)

@@ -146,7 +146,7 @@ def test_raw_to_python_converts_binary_and_delegates_the_rest() -> None:
     assert dicomio.raw_to_python(0x00280010, "US", b"\x00\x02") == 512
     assert dicomio.raw_to_python(0x00280010, "US", b"\x00\x02", is_little_endian=False) == 2
     assert dicomio.raw_to_python(0x00280010, "US", b"\x01\x00\x02\x00") == [1, 2]
-    assert dicomio.raw_to_python(0x00180050, "DS", b"1.25 ") == "1.25 "
+    assert dicomio.raw_to_python(0x00180050, "DS", b"1.25 ") == "1.25"  # the padding is not the value
     assert dicomio.raw_to_python(0x00080008, "CS", b"A\\B") == ["A", "B"]
     assert dicomio.raw_to_python(0x00280010, None, b"\x08\x00", is_implicit_vr=True) == 8
     latin = "Müller^Hans".encode("latin-1")
