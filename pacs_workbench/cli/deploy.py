@@ -109,7 +109,7 @@ def _cmd_listen(args: argparse.Namespace) -> int:
         max_bytes=int(args.max_disk_mb * 1024 * 1024),
     )  # fmt: skip
     listener = Listener(receiver, scorer, quiet_s=args.quiet_seconds, workers=args.workers)
-    log.info("listening as %s on %s:%d, model %s", args.ae_title, args.host, args.port, package.model_id)
+    log.info("AE title %s, model %s, %d worker(s)", args.ae_title, package.model_id, args.workers)
     listener.run(args.host, args.port)
     log.info("stopped")
     return 0

@@ -101,6 +101,7 @@ class Listener:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         self.start(host, port)
+        LOG.info("listening on %s:%d", host, port)
         try:
             while not self._stopping.wait(interval_s):
                 self.poll()

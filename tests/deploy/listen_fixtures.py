@@ -23,6 +23,9 @@ from pacs_workbench.segment import segment_cases
 from pacs_workbench.synth import generate
 from tests.radiomics.fixtures import CT_PARAMS, small_config
 
+#: A U-Net that trains in a minute or two on two cores and finds lesions (and some look-alikes).
+QUICK_UNET: dict[str, Any] = {"iterations": 80, "learning_rate": 0.006, "seed": 0}
+
 
 def _cohort(extract: Path, key: bytes) -> pd.DataFrame:
     truth = pd.read_csv(extract / "truth" / "patients.csv", dtype={"PatientID": str})
@@ -34,8 +37,13 @@ def _cohort(extract: Path, key: bytes) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def develop_package(root: Path, *, patients: int = 16, seed: int = 3, iterations: int = 120) -> dict[str, Any]:
-    """Develop a package under ``root``; returns its paths (``package``, ``extract``, ``key_file``, ...)."""
+def develop_package(
+    root: Path, *, patients: int = 16, seed: int = 3, unet: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Develop a package under ``root``; returns its paths (``package``, ``extract``, ``key_file``, ...).
+
+    ``unet`` overrides the U-Net's training settings (default: a quick, small network).
+    """
     root.mkdir(parents=True, exist_ok=True)
     extract = root / "extract"
     generate(extract, patients=patients, seed=seed, workers=1, progress=False)
@@ -44,7 +52,7 @@ def develop_package(root: Path, *, patients: int = 16, seed: int = 3, iterations
     cases = find_cases(extract / "dicom", key_file=key_file, progress=False)
     preprocess_cases(cases, root / "preprocessed", workers=1, progress=False)
     cases_file = root / "preprocessed" / "cases.parquet"
-    segment_cases(cases_file, root / "segmentation", config={"iterations": iterations, "seed": 0},
+    segment_cases(cases_file, root / "segmentation", config={**QUICK_UNET, **(unet or {})},
                   labelled_fraction=1.0, workers=2, progress=False)  # fmt: skip
     features = extract_features(cases_file, CT_PARAMS, root / "features" / "features.parquet", progress=False)
     with_paths = features.merge(pd.read_parquet(cases_file)[["case_id", "image", "mask"]], on="case_id")
