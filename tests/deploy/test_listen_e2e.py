@@ -137,6 +137,7 @@ def test_listen_scores_a_study_into_orthanc(developed: dict[str, Any], tmp_path:
     assert code == 0, log[-3000:]
     # The intruder was rejected and nothing it sent was kept: one study folder, the allowed one.
     assert refused.returncode != 0
+    assert log.count("association rejected") == 1  # the intruder's, not the allowed sender's
     assert "association rejected: calling AE title not on the allow-list" in log
     studies = [p for p in (out / "incoming").iterdir() if p.is_dir()]
     assert len(studies) == 1 and not list(studies[0].glob("*.dcm"))  # scored, then released
