@@ -34,7 +34,7 @@ from tests.orthanc import free_port, start_orthanc
 
 STORESCU = shutil.which("storescu")
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-pytestmark = pytest.mark.skipif(STORESCU is None, reason="dcmtk's storescu is not installed")
+pytestmark = [pytest.mark.skipif(STORESCU is None, reason="dcmtk's storescu is not installed"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
