@@ -509,7 +509,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         if smoke
         else []
     )  # fmt: skip
-    listen_args = ["--patients", "8", "--single", "1", "--batches", "1"] if smoke else []
+    listen_args = ["--single", "1", "--batches", "1"] if smoke else []
     radml: list[str] = []
     if args.with_radmlbench:
         radml = []
