@@ -19,6 +19,8 @@ Targets (the workbench's promises):
 * segmentation: median held-out Dice >= 0.80 on nodules >= 6 mm with 40 % of patients
   labelled, inference <= 2 s per volume, training plus inference <= 120 s cold (the
   active-learning simulation beside it is reported, no target);
+* listen: from the last instance of a study received to its SR stored in Orthanc, median
+  <= 10 s and p95 <= 20 s per study, for one study and for five sent at once (warm model);
 * radMLBench: the script's own target (median AUC difference to the published value within
   0.05, no dataset more than 0.05 above it);
 * end to end, synthetic extract, preprocessing, explain, PACS: reported, no target.
@@ -70,6 +72,8 @@ RADML_MARGIN = 0.05
 SEGMENT_DICE = 0.80
 SEGMENT_COLD_S = 120.0
 SEGMENT_INFERENCE_S = 2.0
+LISTEN_MEDIAN_S = 10.0
+LISTEN_P95_S = 20.0
 # A few small radMLBench datasets by default (the full set takes about 20 minutes).
 RADML_DEFAULT = "Ahn2021,HNSCC,LNDb,Song2020"
 PACKAGES = [
@@ -401,6 +405,16 @@ def judge_segment(runs: list[Run]) -> Verdict:
     return Verdict("PASS" if met else "MISS", result, details)
 
 
+def judge_listen(runs: list[Run]) -> Verdict:
+    """Median and p95 latency per study, for one study and for five at once, against the targets."""
+    if failed := _incomplete(runs):
+        return failed
+    rows = (runs[0].figures or {})["scenarios"]
+    met = all(r["median_s"] <= LISTEN_MEDIAN_S and r["p95_s"] <= LISTEN_P95_S for r in rows)
+    result = "; ".join(f"{r['label']}: median {r['median_s']:.1f} s, p95 {r['p95_s']:.1f} s" for r in rows)
+    return Verdict("PASS" if met else "MISS", result)
+
+
 def _report(summary: Callable[[dict[str, Any]], str]) -> Callable[[list[Run]], Verdict]:
     def judge(runs: list[Run]) -> Verdict:
         if failed := _incomplete(runs):
@@ -455,6 +469,11 @@ def _needs_orthanc() -> str:
     return ""
 
 
+def _needs_orthanc_and_storescu() -> str:
+    missing = "" if shutil.which("storescu") else "dcmtk's storescu is not installed (apt-get install dcmtk)"
+    return _needs_orthanc() or missing
+
+
 def _needs_reference(env: dict[str, str]) -> Callable[[], str]:
     def check() -> str:
         return "" if env.get("PACS_WORKBENCH_REFERENCE") else "PACS_WORKBENCH_REFERENCE is not set"
@@ -490,6 +509,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         if smoke
         else []
     )  # fmt: skip
+    listen_args = ["--single", "1", "--batches", "1"] if smoke else []
     radml: list[str] = []
     if args.with_radmlbench:
         radml = []
@@ -504,6 +524,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         "features": features_args,
         "e2e": e2e_args,
         "segment": segment_args,
+        "listen": listen_args,
         "radml": radml,
     }
 
@@ -557,6 +578,15 @@ def _target_benchmarks(sizes: dict[str, Any]) -> list[Benchmark]:
             f"cold; inference <= {SEGMENT_INFERENCE_S:.0f} s per volume (active learning reported)",
             [Run("segment", "bench_segment.py", segment_args)],
             judge_segment,
+        ),
+        Benchmark(
+            "listen",
+            "Scoring incoming studies (pacs-workbench listen)",
+            f"last instance received to SR stored in Orthanc, per study: median <= {LISTEN_MEDIAN_S:.0f} s and "
+            f"p95 <= {LISTEN_P95_S:.0f} s, for 1 study and for 5 sent at once, warm model",
+            [Run("listen", "bench_listen.py", sizes["listen"])],
+            judge_listen,
+            _needs_orthanc_and_storescu,
         ),
     ]
 

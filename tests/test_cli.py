@@ -8,7 +8,7 @@ import pytest
 
 from pacs_workbench.cli import build_parser, main
 
-CONTRACT = ["synth", "index", "keygen", "run", "demo"]
+CONTRACT = ["synth", "index", "keygen", "predict", "listen", "run", "demo"]
 
 
 def test_every_contract_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pacs_workbench.cli.base import GENERAL_REFUSAL, Handler
+from pacs_workbench.cli.deploy import add_listen
 from pacs_workbench.cli.learn import add_features, add_model, add_predict, add_segment
 from pacs_workbench.cli.prepare import add_audit, add_deid, add_index, add_keygen, add_retrieve, add_synth
 from pacs_workbench.cli.runs import add_demo, add_run
@@ -33,6 +34,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_segment,
     add_model,
     add_predict,
+    add_listen,
     add_run,
     add_demo,
 ]

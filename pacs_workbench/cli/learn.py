@@ -133,7 +133,8 @@ def add_model(sub: argparse._SubParsersAction) -> None:
             "DIR/metrics.json, DIR/predictions.parquet, DIR/model_card.md, DIR/models/ (per-fold "
             "boosters, fitted pipelines and test matrices for SHAP) and DIR/package/: the final model fitted "
             "on every case with the same pipeline, its feature specification, the parameter files given "
-            "(--radiomics-params, --preprocessed, --cohort), the model card, versions and a SHA-256 manifest."
+            "(--radiomics-params, --preprocessed, --cohort), the lesion U-Net (--segmentation), the model card, "
+            "versions and a SHA-256 manifest."
         ),
     )
     p.add_argument("table", type=Path, help="case table: Parquet or CSV (gzip allowed)")
@@ -161,6 +162,10 @@ def add_model(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--radiomics-params", type=Path, default=None, help="pyradiomics parameter file of the features")
     p.add_argument("--preprocessed", type=Path, default=None, help="preprocessing folder (its preprocess.parquet)")
     p.add_argument("--cohort", type=Path, default=None, help="cohort folder (its attrition.csv: the criteria)")
+    p.add_argument(
+        "--segmentation", type=Path, default=None,
+        help="segmentation folder (segment.json and the U-Net it names): frozen in the package for `listen`",
+    )  # fmt: skip
     add_parallel_args(p, default_workers=1, what="local processes over folds (default 1)")
     p.set_defaults(handler=_cmd_model)
 
@@ -203,7 +208,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         risk_cutoffs=cutoffs,
     )
-    sources = PackageSources(args.radiomics_params, args.preprocessed, args.cohort)
+    sources = PackageSources(args.radiomics_params, args.preprocessed, args.cohort, args.segmentation)
     summary = run_modeling(args.table, args.out, config, workers=args.workers, scheduler=args.scheduler,
                            package=sources)  # fmt: skip
     print_json(summary)

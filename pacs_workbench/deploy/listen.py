@@ -69,6 +69,9 @@ class Listener:
             except ValueError as exc:
                 _set_state(folder, status="failed", reason=str(exc))
                 LOG.warning("study %s not scored: %s (%.1f s)", token, exc, time.monotonic() - started)
+            except Exception as exc:  # a bug must not end the worker: the study is failed, the next one runs
+                _set_state(folder, status="failed", reason=f"internal error ({type(exc).__name__})")
+                LOG.error("study %s not scored: internal error (%s)", token, type(exc).__name__)
             else:
                 _set_state(folder, status="done", written=written, scored_at=time.time())
                 LOG.info("study %s scored in %.1f s", token, time.monotonic() - started)
@@ -98,6 +101,7 @@ class Listener:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         self.start(host, port)
+        LOG.info("listening on %s:%d", host, port)
         try:
             while not self._stopping.wait(interval_s):
                 self.poll()

@@ -92,7 +92,10 @@ class StudyReceiver:
 
     def _allowed(self, requestor: Any) -> str | None:
         """Why an association is refused, or ``None``."""
-        calling = str(requestor.ae_title).strip()
+        # While the association is requested the calling AE title is only in the request primitive
+        # (pynetdicom sets requestor.ae_title once it negotiates).
+        primitive = getattr(requestor, "primitive", None)
+        calling = str(getattr(primitive, "calling_ae_title", None) or requestor.ae_title).strip()
         if calling not in self.allow_ae:
             return "calling AE title not on the allow-list"
         if self.allow_hosts and requestor.address not in self.allow_hosts:

@@ -42,6 +42,17 @@ class ModelPackage:
         return list(self.description["input_columns"])
 
     @property
+    def model_id(self) -> str:
+        """The model's identification: SHA-256 of its manifest (which hashes every file), 16 hex digits."""
+        return sha256_file(self.folder / MANIFEST_FILE)[:16]
+
+    @property
+    def segmentation(self) -> dict[str, Any] | None:
+        """The packaged lesion U-Net (``file``, ``settings``, ``checkpoint_sha256``), or ``None``."""
+        info = self.description.get("segmentation")
+        return dict(info) if info else None
+
+    @property
     def radiomics_params_file(self) -> Path | None:
         """The package's own pyradiomics parameter file (``None``: a package made from a table alone)."""
         info = self.description.get("radiomics_params")

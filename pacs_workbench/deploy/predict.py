@@ -71,7 +71,7 @@ def check_preprocessing(package: ModelPackage, cases: pd.DataFrame, cases_dir: P
     return len(cases)
 
 
-def _features(
+def package_features(
     package: ModelPackage, cases: pd.DataFrame, cases_file: Path, out: Path, workers: int | None, progress: bool
 ) -> pd.DataFrame:
     """The package's radiomic features of every case, checked to come from the package's parameters."""
@@ -220,7 +220,7 @@ def predict_cases(
         if not {"case_id", "image", "mask"} <= set(table.columns):
             raise PackageError("the package extracts its own features: the cases need case_id, image and mask")
         check_preprocessing(package, table, cases_path.parent)
-        features = _features(package, table, cases_path, out, workers, progress)
+        features = package_features(package, table, cases_path, out, workers, progress)
     cohort_table = read_table(Path(cohort)) if cohort is not None else None
     rows = build_rows(package, table, features, cohort_table, label)
     predictions = score_rows(package, rows, label)

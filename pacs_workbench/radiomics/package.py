@@ -20,6 +20,10 @@ hyperparameters on all cases). :func:`write_package` freezes the result in ``mod
     ``package.json``. A package made from a table alone records their absence.
 ``cohort_attrition.csv``
     The cohort criteria as applied (the cohort stage's attrition table: steps and counts).
+``segmentation/unet.pt``, ``segmentation/unet.json``
+    The lesion U-Net of the segmentation stage (its state dict, a few hundred kB) and its
+    settings (network, patch, smallest lesion, checkpoint SHA-256), when the run had one: what
+    ``pacs-workbench listen`` segments incoming studies with.
 ``model_card.md``, ``versions.json``
     The model card of the validated model and the versions of the packages it ran with.
 ``package.json``
@@ -63,6 +67,8 @@ PACKAGE_FORMAT = 1
 MANIFEST_FILE = "manifest.json"
 RADIOMICS_PARAMS_FILE = "radiomics_params.yaml"
 PREPROCESSING_FILE = "preprocessing.json"
+SEGMENTATION_FILE = "segmentation/unet.pt"
+SEGMENTATION_SETTINGS_FILE = "segmentation/unet.json"
 UNSEEN_BATCH_RULE = (
     "a case from a scanner or vendor (batch) not seen in development is not harmonized: its "
     "features enter the model as measured and the case is flagged unseen_batch; ComBat is never "
@@ -83,11 +89,14 @@ class PackageSources:
         The preprocessing stage's folder (its ``preprocess.parquet`` records each case's parameters).
     cohort_dir
         The cohort stage's folder (``attrition.csv``: the criteria as applied).
+    segmentation_dir
+        The segmentation stage's folder (``segment.json`` names the U-Net checkpoint in ``model/``).
     """
 
     radiomics_params_file: str | os.PathLike[str] | None = None
     preprocessed_dir: str | os.PathLike[str] | None = None
     cohort_dir: str | os.PathLike[str] | None = None
+    segmentation_dir: str | os.PathLike[str] | None = None
 
 
 def fit_final_model(
@@ -170,9 +179,39 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _segmentation(folder: Path, segmentation_dir: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """Copy the segmentation stage's U-Net checkpoint and settings into ``folder/segmentation``.
+
+    ``None`` when the stage left no trained U-Net (no ``segment.json``, or a model brought along).
+    The checkpoint is the file in ``model/`` whose SHA-256 ``segment.json`` records.
+    """
+    for stale in (SEGMENTATION_FILE, SEGMENTATION_SETTINGS_FILE):  # from an earlier package in this folder
+        (folder / stale).unlink(missing_ok=True)
+    if segmentation_dir is None or not (Path(segmentation_dir) / "segment.json").is_file():
+        return None
+    record = Path(segmentation_dir) / "segment.json"
+    summary = json.loads(record.read_text(encoding="utf-8"))
+    digest = summary.get("checkpoint_sha256")
+    if summary.get("model") != "unet" or not digest:
+        return None
+    found = next((p for p in sorted((record.parent / "model").glob("unet-*.pt")) if sha256_file(p) == digest), None)
+    if found is None:
+        raise ModelingError(f"segmentation checkpoint {digest[:12]} named by segment.json is not in its model folder")
+    (folder / SEGMENTATION_FILE).parent.mkdir(exist_ok=True)
+    write_bytes_atomic(folder / SEGMENTATION_FILE, found.read_bytes())
+    settings = {
+        "config": summary.get("config") or {},
+        "min_lesion_mm3": summary.get("min_lesion_mm3"),
+        "checkpoint_sha256": digest,
+    }
+    write_json_atomic(folder / SEGMENTATION_SETTINGS_FILE, settings, indent=2, sort_keys=True)
+    return {"file": SEGMENTATION_FILE, "settings": SEGMENTATION_SETTINGS_FILE, "checkpoint_sha256": digest}
+
+
 def _sources(folder: Path, sources: PackageSources) -> dict[str, Any]:
     """Copy the parameter files and criteria into the package; what was absent is recorded as such."""
     info: dict[str, Any] = {"radiomics_params": None, "preprocessing": None, "cohort_criteria": None}
+    info["segmentation"] = _segmentation(folder, sources.segmentation_dir)
     if sources.radiomics_params_file is not None:
         path = Path(sources.radiomics_params_file)
         write_bytes_atomic(folder / RADIOMICS_PARAMS_FILE, path.read_bytes())
@@ -229,6 +268,10 @@ def write_package(
     write_text_atomic(folder / "model_card.md", render_model_card(metrics))
     write_json_atomic(folder / "versions.json", _versions(), indent=2)
     main = metrics["models"]["lightgbm"]
+    frozen = _sources(folder, sources or PackageSources())
+    not_used = {"cnn": "not part of this run"}
+    if frozen["segmentation"] is None:
+        not_used["segmentation_model"] = "masks came with the data"
     description = {
         "format": PACKAGE_FORMAT,
         "model": "lightgbm",
@@ -245,8 +288,8 @@ def write_package(
         "recalibrated": recalibrator is not None,
         "development": {k: metrics.get(k) for k in ("n", "n_events", "n_groups", "auc", "auc_ci", "brier")}
         | {"calibration_slope": main["calibration_slope"], "calibration_intercept": main["calibration_intercept"]},
-        "not_used": {"segmentation_model": "masks came with the data", "cnn": "not part of this run"},
-        **_sources(folder, sources or PackageSources()),
+        "not_used": not_used,
+        **frozen,
     }
     write_json_atomic(folder / "package.json", json_ready(description), indent=2)
     write_manifest(folder)

@@ -91,6 +91,16 @@ def build_unet(config: TrainConfig) -> Any:
     )
 
 
+def load_unet(checkpoint: str | os.PathLike[str], config: TrainConfig | dict[str, Any] | None) -> Any:
+    """A U-Net of ``config``'s shape with the weights of ``checkpoint``, in eval mode on the CPU."""
+    import torch
+
+    network = build_unet(TrainConfig.coerce(config))
+    network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    network.eval()
+    return network
+
+
 def checkpoint_key(volumes: Sequence[tuple[str, str, str]], config: TrainConfig) -> str:
     """SHA-256 of the training files' contents (image and mask per case) and the settings."""
     files = [(case, sha256_file(image), sha256_file(mask)) for case, image, mask in sorted(volumes)]
@@ -226,10 +236,8 @@ def train_network(
     folder = Path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint, record = folder / f"unet-{key[:16]}.pt", folder / f"unet-{key[:16]}.json"
-    network = build_unet(cfg)
     if checkpoint.is_file() and record.is_file():
-        network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        network.eval()
+        network = load_unet(checkpoint, cfg)
         meta = json.loads(record.read_text(encoding="utf-8"))
         return TrainResult(
             network, checkpoint, sha256_file(checkpoint), meta["history"], True, 0.0, meta["config"]
