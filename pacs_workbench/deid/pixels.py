@@ -81,12 +81,24 @@ class PixelResult:
         Rectangles blanked in every frame, ``(x0, y0, x1, y1)``.
     frames
         Number of frames.
+    verified_sha256
+        :func:`pixel_data_sha256` of the written image, whose last OCR check found no text
+        (set by the writer; the audit need not read an image again whose hash is this).
     """
 
     reasons: list[str]
     boxes: list[Box] = field(default_factory=list)
     frames: int = 0
     note: str = ""
+    verified_sha256: str = ""
+
+
+def pixel_data_sha256(ds: Dataset) -> str:
+    """SHA-256 of the (7FE0,0010) Pixel Data value of ``ds`` as stored ("" without one)."""
+    import hashlib
+
+    value = ds.get("PixelData")
+    return hashlib.sha256(bytes(value)).hexdigest() if value is not None else ""
 
 
 def _as_str_list(value: Any) -> list[str]:
@@ -185,14 +197,83 @@ def get_ocr_engine() -> Any:
     return _OCR_ENGINE
 
 
-def _ocr(rgb: np.ndarray, mode: str, recognize: bool) -> Any:
-    """Run the engine with the detection resolution of ``mode`` (one model, three sizes)."""
-    engine = get_ocr_engine()
+#: Pixels of context kept around the content of a frame when detection runs on its content only.
+CONTENT_MARGIN = 32
+#: Detection runs on the content's bounding box when that covers at most this share of the frame.
+CROP_AREA = 0.5
+
+
+def content_box(rgb: np.ndarray) -> Box | None:
+    """The bounding box of the pixels that differ from the background, or ``None`` for a uniform frame.
+
+    The background is the most common grey value (the top-left colour of an RGB frame). A
+    uniform area holds no text whatever reads it, so OCR needs to look at the box only.
+    """
+    if rgb.ndim == 3:
+        differs = np.any(rgb != rgb[0, 0], axis=-1)
+    else:
+        differs = rgb != np.bincount(rgb.ravel(), minlength=256).argmax()
+    rows = np.flatnonzero(differs.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(differs.any(axis=0))
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def detection_ratio(height: int, width: int, mode: str) -> float:
+    """The scale RapidOCR's text detection gives a ``height`` x ``width`` frame in ``mode``."""
     limit_type, side = DETECTION_MODES[mode]
+    if limit_type == "min":
+        return side / min(height, width) if min(height, width) < side else 1.0
+    longest = max(height, width)
+    limit = 960 if longest < 960 else 1500 if longest < 1500 else 2000  # RapidOCR's steps for "max"
+    return limit / longest if longest > limit else 1.0
+
+
+def _ocr(rgb: np.ndarray, mode: str, recognize: bool) -> list[Any]:
+    """Run the engine at the detection resolution of ``mode`` (one model, three sizes).
+
+    Only the frame's content is read: a uniform frame gives no result without running the
+    model, and content covering at most :data:`CROP_AREA` of the frame is cut out (with
+    :data:`CONTENT_MARGIN` pixels of context), scaled as the whole frame would be, read, and
+    its polygons mapped back to frame coordinates.
+    """
+    box = content_box(rgb)
+    if box is None:
+        return []
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = box
+    x0, y0 = max(0, x0 - CONTENT_MARGIN), max(0, y0 - CONTENT_MARGIN)
+    x1, y1 = min(width, x1 + CONTENT_MARGIN), min(height, y1 + CONTENT_MARGIN)
+    limit_type, side = DETECTION_MODES[mode]
+    ratio = 1.0
+    image = rgb
+    if (x1 - x0) * (y1 - y0) <= CROP_AREA * height * width:
+        import cv2
+
+        ratio = detection_ratio(height, width, mode)
+        crop = rgb[y0:y1, x0:x1]
+        size = (max(1, int((x1 - x0) * ratio)), max(1, int((y1 - y0) * ratio)))
+        image = cv2.resize(crop, size) if ratio != 1.0 else crop
+        limit_type, side = "min", 1  # already at the resolution of the whole frame
+    else:
+        x0 = y0 = 0
+    engine = get_ocr_engine()
     with _OCR_LOCK:
         engine.text_det.limit_type, engine.text_det.limit_side_len = limit_type, side
-        result, _ = engine(np.ascontiguousarray(rgb), use_det=True, use_cls=False, use_rec=recognize)
-    return result
+        result, _ = engine(np.ascontiguousarray(image), use_det=True, use_cls=False, use_rec=recognize)
+    if not result:
+        return []
+    if image is rgb:
+        return list(result)
+    offset = np.array([x0, y0], dtype=float)
+
+    def back(points: Any) -> Any:
+        return (np.asarray(points, dtype=float).reshape(-1, 2) / ratio + offset).tolist()
+
+    if recognize:
+        return [[back(r[0]), *r[1:]] for r in result]
+    return [back(poly) for poly in result]
 
 
 def _polygon_to_box(points: Any, width: int, height: int, margin: int) -> Box:
