@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,13 @@ class FileFacts:
 
 def finding(relpath: str, category: str, tag: str | None = None) -> dict[str, Any]:
     return {"file": relpath, "category": category, "tag": tag}
+
+
+@lru_cache(maxsize=16)
+def _profile(options: frozenset[Option]) -> Profile:
+    """One :class:`Profile` per option set and process: building one tabulates every row, and
+    its action cache fills as files are checked."""
+    return Profile(options)
 
 
 def _options_of(ds: Any) -> frozenset[Option]:
@@ -233,7 +241,7 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
             file_findings.append(finding(relpath, "markers_missing", "(0012,0062)"))
         if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
             file_findings.append(finding(relpath, "burned_in_flag", "(0028,0301)"))
-        profile = Profile(options)
+        profile = _profile(options)
         uids: list[str] = []
         refs: list[str] = []
         try:
