@@ -125,6 +125,7 @@ class Benchmark:
     judge: Callable[[list[Run]], Verdict]
     requires: Callable[[], str] | None = None  # returns why it cannot run here, or ""
     verdict: Verdict | None = None
+    plot: str | None = None  # a PNG beside RESULTS.md (plots.py), when a curve says more
 
 
 def _pump(stream: IO[bytes], sink: IO[bytes] | None, chunks: list[bytes]) -> None:
@@ -205,6 +206,22 @@ def execute(run: Run, json_dir: Path, env: dict[str, str], *, echo: bool, timeou
             run.figures = json.loads(json_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             run.figures = None
+
+
+def draw_plot(bench: Benchmark, folder: Path) -> str | None:
+    """The benchmark's plot (:mod:`plots`) beside RESULTS.md, or ``None``; a failed plot is only reported."""
+    sys.path.insert(0, str(HERE))
+    from plots import PLOTS
+
+    draw = PLOTS.get(bench.name)
+    figures = [run.figures for run in bench.runs if run.figures]
+    if draw is None or not figures:
+        return None
+    try:
+        return draw(figures, folder)
+    except Exception as exc:  # a plot is a convenience: RESULTS.md is written without it
+        print(f"=== {bench.name}: no plot ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+        return None
 
 
 def _takes_json(script: str) -> bool:
@@ -705,6 +722,8 @@ def render(
                 "```",
                 "",
             ]
+        if bench.plot:
+            lines += [f"![{bench.title}]({bench.plot})", ""]
         lines.append(f"**{verdict.status}**: {verdict.result}")
         if verdict.details:
             lines.append("")
@@ -761,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_others(run.script, args.timeout_minutes * 60)
             execute(run, args.json_dir, env, echo=not args.quiet, timeout_s=args.timeout_minutes * 60)
         bench.verdict = bench.judge(bench.runs)
+        bench.plot = draw_plot(bench, args.out.parent)
         print(f"=== {bench.name}: {bench.verdict.status}: {bench.verdict.result}", file=sys.stderr, flush=True)
     context.update(
         ended=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
