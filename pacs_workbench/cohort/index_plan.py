@@ -32,7 +32,7 @@ from pacs_workbench.cohort.index_schema import (
 ROW_GROUP_ROWS = 16_384
 # DuckDB's share of the rerun comparison: one thread and a small buffer pool, so its memory is
 # the same for ten thousand files and for a million (more spills to disk, it does not grow).
-_DUCKDB_MEMORY = "32MB"
+_DUCKDB_MEMORY = "64MB"
 _DUCKDB_THREADS = 1
 _LISTING_BATCH = 8_192
 
