@@ -14,8 +14,8 @@ and counts, with :func:`pacs_workbench.deid.leaked_phi_strings`, how many of the
 planted PHI strings (``truth/phi_values.txt``) each output still contains (bytes, file
 names, OCR of images that could carry text). The same is repeated on the files that
 need no OCR (the header work alone). Prints files per second (wall and per CPU second),
-the ratios and the leaks. Targets: zero leaks, and at least 5x dicognito's files per
-second on 2 workers.
+the ratios and the leaks. Targets: zero leaks, and at least 3x dicognito's files per
+second on 2 workers on the full demo extract (``--patients 120``, what ``make bench`` runs).
 
 Usage: ``python benchmarks/bench_deid.py [--patients 120] [--workers 2] [--repeat 2] [--json PATH]``
 (dicognito is a benchmark-only dependency: ``pip install dicognito``). ``--json`` also writes

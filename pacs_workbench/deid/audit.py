@@ -1,7 +1,8 @@
 """Independent residual-PHI audit of a de-identified folder.
 
 :func:`audit_folder` (``pacs-workbench audit DST [--source SRC] [--phi-list FILE]``)
-trusts nothing the de-identification recorded. It reads what is in DST:
+trusts nothing the de-identification recorded but one OCR verdict per image whose pixels are
+unchanged (see **pixels**). It reads what is in DST:
 
 * **profile**: every element of every DICOM file, at any depth, against Table E.1-1
   with the options the file declares in (0012,0064) De-identification Method Code
