@@ -9,7 +9,7 @@ the machine description, date, commit and load averages are read at run time too
 Targets (the workbench's promises):
 
 * index: ``build_index`` with 2 workers at least 2.5x the instances per second of a plain
-  single-process pydicom loop over the same files, at 10k and at 100k instances, and peak
+  single-process pydicom loop over the same files, at 10k and at 100k instances (8x at 100k), and peak
   memory that does not grow with the number of files (peak at 100k at most 1.2x the peak
   at 10k, for every ``build_index`` phase);
 * de-identification: at least 3x dicognito's files per second on the same files and
@@ -63,6 +63,7 @@ DEFAULT_JSON_DIR = HERE / "_work" / "results"
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 
 INDEX_SPEEDUP = 2.5
+INDEX_SPEEDUP_LARGEST = 8.0  # at the largest size (100k instances in make bench)
 INDEX_MEMORY_GROWTH = 1.2
 DEID_SPEEDUP = 3.0
 FEATURES_PARALLEL = 1.8
@@ -257,14 +258,15 @@ def judge_index(runs: list[Run]) -> Verdict:
         w2 = phases.get("workers2")
         if not w2 or w2.get("x_loop_wall") is None:
             return Verdict("ERROR", f"{fig['instances']} instances: no 2-worker or loop phase")
-        fast &= w2["x_loop_wall"] >= INDEX_SPEEDUP
+        target = INDEX_SPEEDUP_LARGEST if len(figures) >= 2 and fig is figures[-1] else INDEX_SPEEDUP
+        fast &= w2["x_loop_wall"] >= target
         results.append(f"{w2['x_loop_wall']:.2f}x at {fig['instances']:,}")
         dask = phases.get("dask2")
         dask_text = f"; Dask 2 workers {dask['x_loop_wall']:.2f}x" if dask and dask.get("x_loop_wall") else ""
         details.append(
             f"{fig['instances']:,} instances: build_index with 2 workers {w2['x_loop_wall']:.2f}x the loop's "
             f"instances per second (wall clock; {w2['x_loop_cpu']:.2f}x per CPU second){dask_text}; "
-            f"target >= {INDEX_SPEEDUP}x: {'met' if w2['x_loop_wall'] >= INDEX_SPEEDUP else 'not met'}"
+            f"target >= {target}x: {'met' if w2['x_loop_wall'] >= target else 'not met'}"
         )
     flat: bool | None = None
     if len(figures) >= 2:
@@ -526,7 +528,8 @@ def _target_benchmarks(sizes: dict[str, Any]) -> list[Benchmark]:
             "index",
             "Index",
             f"build_index with 2 workers >= {INDEX_SPEEDUP}x the instances per second of a single-process pydicom "
-            f"loop, at every size; peak memory flat (every build_index phase at most {INDEX_MEMORY_GROWTH}x from "
+            f"loop, at every size, and >= {INDEX_SPEEDUP_LARGEST}x at {index_sizes[-1]:,}; peak memory flat (every "
+            f"build_index phase at most {INDEX_MEMORY_GROWTH}x from "
             f"{index_sizes[0]:,} to {index_sizes[-1]:,} instances)",
             [
                 Run(f"{n} instances", "bench_index.py", ["--instances", str(n), *phases])
