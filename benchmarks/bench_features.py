@@ -121,6 +121,8 @@ def main() -> None:
             f"{base / seconds:8.1f}x"
         )
     print(f"targets: 2 workers >= 1.8x (got {base / runs[1][1]:.2f}x); cached >= 50x (got {base / runs[2][1]:.0f}x)")
+    breakdown = {name: time_breakdown(seconds, summary) for name, seconds, summary in runs}
+    print_breakdown(breakdown)
     if args.json:
         keys = {"serial, 1 worker": "serial", "parallel, 2 workers": "parallel2", "cached rerun": "cached"}
         figures = {
@@ -141,9 +143,49 @@ def main() -> None:
                 for name, seconds, summary in runs
             },
             "load_average": [load_before, os.getloadavg()[0]],
+            "breakdown": {keys[name]: parts for name, parts in breakdown.items()},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))
+
+
+def time_breakdown(seconds: float, summary: dict[str, Any]) -> dict[str, float]:
+    """Where the wall time of one run went: the serial parts, and the compute phase per case.
+
+    ``plan`` (read the table, hash the inputs, read the cache), ``assemble`` and ``write`` run
+    in the calling process whatever the workers; in the compute phase, each worker builds its
+    pyradiomics extractor once (``setup``), reads image and mask (``read``) and extracts
+    (``extract``). ``executor`` is what the pool adds: compute wall time times the workers
+    used, less the summed per-case seconds (process start-up, pickling, result transfer, idle
+    workers at the end).
+    """
+    timings = summary.get("timings", {})
+    compute = float(summary["compute_seconds"])
+    setup, read = float(timings.get("setup_seconds", 0.0)), float(timings.get("read_seconds", 0.0))
+    workers = max(1, int(timings.get("worker_processes", 1)))
+    wall = float(timings.get("compute_wall_seconds", 0.0))
+    return {
+        "wall": seconds,
+        "plan": float(timings.get("plan_seconds", 0.0)),
+        "compute_wall": wall,
+        "setup": setup,
+        "read": read,
+        "extract": compute - setup - read,
+        "executor": max(0.0, wall * workers - compute) if compute else 0.0,
+        "workers": workers,
+        "assemble": float(timings.get("assemble_seconds", 0.0)),
+        "write": float(timings.get("write_seconds", 0.0)),
+    }
+
+
+def print_breakdown(breakdown: dict[str, dict[str, float]]) -> None:
+    """The breakdown table: serial parts in seconds, compute parts in summed worker seconds."""
+    print("\nwhere the time went (seconds; setup, read, extract and executor summed over the workers)")
+    columns = ("plan", "compute_wall", "setup", "read", "extract", "executor", "workers", "assemble", "write", "wall")
+    print(f"{'run':24s}" + "".join(f"{c:>13s}" for c in columns))
+    for name, parts in breakdown.items():
+        cells = [f"{int(parts[c]):13d}" if c == "workers" else f"{parts[c]:13.2f}" for c in columns]
+        print(f"{name:24s}" + "".join(cells))
 
 
 if __name__ == "__main__":

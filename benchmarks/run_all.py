@@ -2,18 +2,19 @@
 
 Each benchmark script runs in its own subprocess, one after the other. Its standard output
 (the table it prints) goes into RESULTS.md verbatim; its key figures come from the small JSON
-file it writes when given ``--json PATH`` (``bench_deid.py``: parsed from its table), and each
+file it writes when given ``--json PATH``, and each
 target's PASS/MISS line is computed from those figures. Nothing in RESULTS.md is typed in:
 the machine description, date, commit and load averages are read at run time too.
 
 Targets (the workbench's promises):
 
 * index: ``build_index`` with 2 workers at least 2.5x the instances per second of a plain
-  single-process pydicom loop over the same files, at 10k and at 100k instances, and peak
+  single-process pydicom loop over the same files, at 10k and at 100k instances (8x at 100k), and peak
   memory that does not grow with the number of files (peak at 100k at most 1.2x the peak
   at 10k, for every ``build_index`` phase);
-* de-identification: at least 5x dicognito's files per second on the same files and
-  workers, and no planted PHI string left in the workbench's output;
+* de-identification: at least 3x dicognito's files per second on the same files and
+  workers on the full demo extract (120 patients, OCR of the burned-in screens included),
+  and no planted PHI string left in the workbench's output;
 * features: at least 1.8x the serial cases per minute with 2 workers, and a cached rerun
   at least 50x faster than the first run;
 * segmentation: median held-out Dice >= 0.80 on nodules >= 6 mm with 40 % of patients
@@ -64,8 +65,9 @@ DEFAULT_JSON_DIR = HERE / "_work" / "results"
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 
 INDEX_SPEEDUP = 2.5
+INDEX_SPEEDUP_LARGEST = 8.0  # at the largest size (100k instances in make bench)
 INDEX_MEMORY_GROWTH = 1.2
-DEID_SPEEDUP = 5.0
+DEID_SPEEDUP = 3.0
 FEATURES_PARALLEL = 1.8
 FEATURES_CACHED = 50.0
 RADML_MARGIN = 0.05
@@ -128,6 +130,7 @@ class Benchmark:
     judge: Callable[[list[Run]], Verdict]
     requires: Callable[[], str] | None = None  # returns why it cannot run here, or ""
     verdict: Verdict | None = None
+    plot: str | None = None  # a PNG beside RESULTS.md (plots.py), when a curve says more
 
 
 def _pump(stream: IO[bytes], sink: IO[bytes] | None, chunks: list[bytes]) -> None:
@@ -210,6 +213,22 @@ def execute(run: Run, json_dir: Path, env: dict[str, str], *, echo: bool, timeou
             run.figures = None
 
 
+def draw_plot(bench: Benchmark, folder: Path) -> str | None:
+    """The benchmark's plot (:mod:`plots`) beside RESULTS.md, or ``None``; a failed plot is only reported."""
+    sys.path.insert(0, str(HERE))
+    from plots import PLOTS
+
+    draw = PLOTS.get(bench.name)
+    figures = [run.figures for run in bench.runs if run.figures]
+    if draw is None or not figures:
+        return None
+    try:
+        return draw(figures, folder)
+    except Exception as exc:  # a plot is a convenience: RESULTS.md is written without it
+        print(f"=== {bench.name}: no plot ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+        return None
+
+
 def _takes_json(script: str) -> bool:
     """Whether a script documents a ``--json`` option (checked for scripts owned elsewhere)."""
     proc = subprocess.run(
@@ -243,14 +262,15 @@ def judge_index(runs: list[Run]) -> Verdict:
         w2 = phases.get("workers2")
         if not w2 or w2.get("x_loop_wall") is None:
             return Verdict("ERROR", f"{fig['instances']} instances: no 2-worker or loop phase")
-        fast &= w2["x_loop_wall"] >= INDEX_SPEEDUP
+        target = INDEX_SPEEDUP_LARGEST if len(figures) >= 2 and fig is figures[-1] else INDEX_SPEEDUP
+        fast &= w2["x_loop_wall"] >= target
         results.append(f"{w2['x_loop_wall']:.2f}x at {fig['instances']:,}")
         dask = phases.get("dask2")
         dask_text = f"; Dask 2 workers {dask['x_loop_wall']:.2f}x" if dask and dask.get("x_loop_wall") else ""
         details.append(
             f"{fig['instances']:,} instances: build_index with 2 workers {w2['x_loop_wall']:.2f}x the loop's "
             f"instances per second (wall clock; {w2['x_loop_cpu']:.2f}x per CPU second){dask_text}; "
-            f"target >= {INDEX_SPEEDUP}x: {'met' if w2['x_loop_wall'] >= INDEX_SPEEDUP else 'not met'}"
+            f"target >= {target}x: {'met' if w2['x_loop_wall'] >= target else 'not met'}"
         )
     flat: bool | None = None
     if len(figures) >= 2:
@@ -281,39 +301,22 @@ def judge_index(runs: list[Run]) -> Verdict:
     return Verdict(status, "2 workers vs loop: " + ", ".join(results), details)
 
 
-_DEID_ROW = re.compile(
-    r"^(?P<corpus>all files|no OCR needed)\s+(?P<tool>\S+)\s+(?P<files>\d+)\s+(?P<wall>[\d.]+)\s+"
-    r"(?P<files_per_s>[\d.]+)\s+(?P<ratio>[\d.]+)\s+(?P<cpu>[\d.]+)\s+(?P<files_per_cpu_s>[\d.]+)\s+"
-    r"(?P<ratio_cpu>[\d.]+)\s+(?P<leaked>\d+) of (?P<phi_strings>\d+)\s*$"
-)
-
-
 def deid_rows(run: Run) -> list[dict[str, Any]]:
-    """The rows of bench_deid.py's table: from its JSON when it writes one, else from its stdout."""
-    if run.figures and isinstance(run.figures.get("rows"), list):
-        return list(run.figures["rows"])
-    rows = []
-    for line in run.stdout.splitlines():
-        if match := _DEID_ROW.match(line.rstrip()):
-            row: dict[str, Any] = match.groupdict()
-            for key in ("files", "leaked", "phi_strings"):
-                row[key] = int(row[key])
-            for key in ("wall", "files_per_s", "ratio", "cpu", "files_per_cpu_s", "ratio_cpu"):
-                row[key] = float(row[key])
-            rows.append(row)
-    return rows
+    """The rows of bench_deid.py's table, from the JSON it writes."""
+    rows = (run.figures or {}).get("rows")
+    return list(rows) if isinstance(rows, list) else []
 
 
 def judge_deid(runs: list[Run]) -> Verdict:
     """Workbench vs dicognito files per second on all files; PHI left in the workbench's output."""
+    if failed := _incomplete(runs):
+        return failed
     run = runs[0]
-    if not run.ok:
-        return Verdict("ERROR", f"`{run.command}` exited with {run.returncode}", [f"```\n{run.stderr_tail}\n```"])
     rows = deid_rows(run)
     ours = {r["corpus"]: r for r in rows if r["tool"] == "workbench"}
     theirs = {r["corpus"]: r for r in rows if r["tool"] == "dicognito"}
     if "all files" not in ours:
-        return Verdict("UNPARSED", "no workbench row for 'all files' in the table")
+        return Verdict("UNPARSED", "no workbench row for 'all files' in the figures")
     main = ours["all files"]
     leaks = sum(r["leaked"] for r in ours.values())
     details = [
@@ -325,6 +328,13 @@ def judge_deid(runs: list[Run]) -> Verdict:
     fast, clean = main["ratio"] >= DEID_SPEEDUP, leaks == 0
     details.append(f"speed target (all files, >= {DEID_SPEEDUP}x): {'met' if fast else 'not met'}")
     details.append(f"leak target (0 PHI strings left on every corpus): {'met' if clean else 'not met'}")
+    fig = run.figures or {}
+    if fig.get("load_average"):
+        before, after = fig["load_average"]
+        details.append(
+            f"{fig.get('patients', '?')} patients, {fig.get('workers', '?')} workers; load average (1 min) "
+            f"{before:.2f} before, {after:.2f} after"
+        )
     return Verdict(
         "PASS" if fast and clean else "MISS",
         f"{main['ratio']:.2f}x dicognito (all files); {leaks} PHI strings left",
@@ -496,7 +506,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
     index_sizes = [100, 200] if smoke else [10_000, 100_000]
     # Smoke: every phase once, then only what the memory comparison needs.
     index_phases = [[], ["--phases", "loop,workers1,workers2"]] if smoke else [[], []]
-    deid_args = ["--patients", "1", "--repeat", "1"] if smoke else ["--patients", "12", "--repeat", "2"]
+    deid_args = ["--patients", "1", "--repeat", "1"] if smoke else ["--patients", "120", "--repeat", "2"]
     features_args = ["--cases", "4", "--size", "24", "--repeat", "1"] if smoke else ["--cases", "40", "--repeat", "2"]
     e2e_args = (
         ["--patients", "1", "--factor", "2", "--budget-minutes", "0", "--notebooks", "01_cohort"]
@@ -539,7 +549,8 @@ def _target_benchmarks(sizes: dict[str, Any]) -> list[Benchmark]:
             "index",
             "Index",
             f"build_index with 2 workers >= {INDEX_SPEEDUP}x the instances per second of a single-process pydicom "
-            f"loop, at every size; peak memory flat (every build_index phase at most {INDEX_MEMORY_GROWTH}x from "
+            f"loop, at every size, and >= {INDEX_SPEEDUP_LARGEST}x at {index_sizes[-1]:,}; peak memory flat (every "
+            f"build_index phase at most {INDEX_MEMORY_GROWTH}x from "
             f"{index_sizes[0]:,} to {index_sizes[-1]:,} instances)",
             [
                 Run(f"{n} instances", "bench_index.py", ["--instances", str(n), *phases])
@@ -567,7 +578,7 @@ def _target_benchmarks(sizes: dict[str, Any]) -> list[Benchmark]:
             "De-identification",
             f">= {DEID_SPEEDUP}x dicognito's files per second on the same files and workers; 0 planted PHI strings "
             "left in the workbench's output",
-            [Run("deid", "bench_deid.py", deid_args, json=None)],
+            [Run("deid", "bench_deid.py", deid_args)],
             judge_deid,
             _needs_dicognito,
         ),
@@ -744,6 +755,8 @@ def render(
                 "```",
                 "",
             ]
+        if bench.plot:
+            lines += [f"![{bench.title}]({bench.plot})", ""]
         lines.append(f"**{verdict.status}**: {verdict.result}")
         if verdict.details:
             lines.append("")
@@ -800,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_others(run.script, args.timeout_minutes * 60)
             execute(run, args.json_dir, env, echo=not args.quiet, timeout_s=args.timeout_minutes * 60)
         bench.verdict = bench.judge(bench.runs)
+        bench.plot = draw_plot(bench, args.out.parent)
         print(f"=== {bench.name}: {bench.verdict.status}: {bench.verdict.result}", file=sys.stderr, flush=True)
     context.update(
         ended=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

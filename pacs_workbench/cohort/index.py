@@ -61,7 +61,7 @@ from pacs_workbench.core.files import (
 )
 
 CHUNK_SIZE = 256  # paths per task: large enough to amortize a process round trip
-_SCRATCH = ("listing", "to_read", "spill")
+_SCRATCH = ("listing", "unique", "to_read", "spill")
 
 
 @dataclass
@@ -184,7 +184,7 @@ def _fill(
     instances = RowGroupWriter(instances_path, INSTANCE_SCHEMA)
     errors = RowGroupWriter(errors_path, ERROR_SCHEMA)
     try:
-        counts = plan_rerun(scratch["listing"], previous, scratch["to_read"], scratch["spill"], instances, errors)
+        counts = plan_rerun(scratch, previous, instances, errors)
         outcome = _Outcome(counts)
         outcome.read_with_pydicom = _read_changed(scratch["to_read"], counts["read"], instances, errors, options)
         outcome.pacs_instances = sum(index_pacs(url, instances, progress=options.progress) for url in pacs_sources)

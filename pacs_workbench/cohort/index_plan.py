@@ -8,7 +8,7 @@ changed files are listed for reading; rows of files that disappeared are dropped
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,11 @@ from pacs_workbench.cohort.index_schema import (
 )
 
 ROW_GROUP_ROWS = 16_384
-_DUCKDB_MEMORY = "256MB"  # for the rerun diff; larger listings spill to disk
-_LISTING_BATCH = 50_000
+# DuckDB's share of the rerun comparison: one thread and a small buffer pool, so its memory is
+# the same for ten thousand files and for a million (more spills to disk, it does not grow).
+_DUCKDB_MEMORY = "64MB"
+_DUCKDB_THREADS = 1
+_LISTING_BATCH = 8_192
 
 
 class RowGroupWriter:
@@ -101,70 +104,79 @@ def write_listing(sources: Sequence[str], path: Path, skip: Path) -> None:
 
 
 def plan_rerun(
-    listing: Path,
+    scratch: Mapping[str, Path],
     previous: tuple[Path, Path] | None,
-    to_read: Path,
-    spill: Path,
     instances: RowGroupWriter,
     errors: RowGroupWriter,
 ) -> dict[str, int]:
     """Copy unchanged rows of the previous index and list the files to read.
 
     DuckDB does the comparison so that neither the listing nor the previous index has
-    to fit in Python memory.
+    to fit in Python memory. ``scratch`` names the files of the run: ``listing`` (the
+    walk), ``unique`` (the listing once per path, sorted), ``to_read`` and ``spill``
+    (DuckDB's folder for what exceeds its memory limit).
     """
     con = duckdb.connect()
     try:
         # Bounded memory: beyond the limit DuckDB spills to a folder next to the outputs.
         con.execute(f"SET memory_limit = '{_DUCKDB_MEMORY}'")
-        con.execute(f"SET temp_directory = {sql_text(spill)}")
+        con.execute(f"SET threads = {_DUCKDB_THREADS}")
+        con.execute(f"SET temp_directory = {sql_text(scratch['spill'])}")
+        # Sorted and made unique once, into a file: a view would sort the listing again for
+        # every query that reads it.
         con.execute(
-            "CREATE VIEW listing AS SELECT DISTINCT ON (path) * FROM read_parquet("
-            f"{sql_text(listing)}) ORDER BY path"
+            f"COPY (SELECT DISTINCT ON (path) * FROM read_parquet({sql_text(scratch['listing'])}) ORDER BY path) "
+            f"TO {sql_text(scratch['unique'])} (FORMAT PARQUET)"
         )
+        con.execute(f"CREATE VIEW listing AS SELECT * FROM read_parquet({sql_text(scratch['unique'])})")
         if previous is None:
             con.execute(
                 "CREATE VIEW old_keys AS SELECT NULL::VARCHAR AS path, NULL::BIGINT AS file_size, "
                 "NULL::BIGINT AS mtime_ns WHERE false"
             )
         else:
-            con.execute(
-                f"CREATE VIEW old_instances AS SELECT * FROM read_parquet({sql_text(previous[0])})"
-            )
+            con.execute(f"CREATE VIEW old_instances AS SELECT * FROM read_parquet({sql_text(previous[0])})")
             con.execute(f"CREATE VIEW old_errors AS SELECT * FROM read_parquet({sql_text(previous[1])})")
             # Rows of a PACS source (path = URL) are queried again, not compared with files.
             con.execute(
                 "CREATE VIEW old_keys AS SELECT path, file_size, mtime_ns FROM old_instances "
                 "WHERE path NOT LIKE '%://%' UNION ALL SELECT path, file_size, mtime_ns FROM old_errors"
             )
-        same = "o.path = l.path AND o.file_size = l.file_size AND o.mtime_ns = l.mtime_ns"
-        counts: dict[str, int] = {}
-        (counts["files_seen"],) = _one(con, "SELECT count(*) FROM listing")
-        (counts["removed"],) = _one(con, "SELECT count(*) FROM old_keys o ANTI JOIN listing l ON o.path = l.path")
-        if previous is not None:
-            for table, writer in (("old_instances", instances), ("old_errors", errors)):
-                # A cursor of its own: a streaming result blocks its connection until closed.
-                cursor = con.cursor()
-                try:
-                    query = cursor.sql(f"SELECT o.* FROM {table} o SEMI JOIN listing l ON {same}")
-                    for batch in query.to_arrow_reader(ROW_GROUP_ROWS) or ():
-                        writer.write(batch)
-                finally:
-                    cursor.close()
-        counts["skipped_unchanged"] = instances.rows + errors.rows
-        con.execute(
-            f"COPY (SELECT l.* FROM listing l ANTI JOIN old_keys o ON {same} ORDER BY l.path) "
-            f"TO {sql_text(to_read)} (FORMAT PARQUET)"
-        )
-        (counts["changed"],) = _one(
-            con,
-            f"SELECT count(*) FROM read_parquet({sql_text(to_read)}) l "
-            "SEMI JOIN old_keys o ON o.path = l.path",
-        )
-        (counts["read"],) = _one(con, f"SELECT count(*) FROM read_parquet({sql_text(to_read)})")
+        counts = _compare(con, scratch["to_read"], previous is not None, instances, errors)
     finally:
         con.close()
     counts["new"] = counts["read"] - counts["changed"]
+    return counts
+
+
+def _compare(
+    con: duckdb.DuckDBPyConnection, to_read: Path, has_previous: bool, instances: RowGroupWriter, errors: RowGroupWriter
+) -> dict[str, int]:
+    """The counts of the comparison; unchanged rows copied, the files to read written to ``to_read``."""
+    same = "o.path = l.path AND o.file_size = l.file_size AND o.mtime_ns = l.mtime_ns"
+    counts: dict[str, int] = {}
+    (counts["files_seen"],) = _one(con, "SELECT count(*) FROM listing")
+    (counts["removed"],) = _one(con, "SELECT count(*) FROM old_keys o ANTI JOIN listing l ON o.path = l.path")
+    if has_previous:
+        for table, writer in (("old_instances", instances), ("old_errors", errors)):
+            # A cursor of its own: a streaming result blocks its connection until closed.
+            cursor = con.cursor()
+            try:
+                query = cursor.sql(f"SELECT o.* FROM {table} o SEMI JOIN listing l ON {same}")
+                for batch in query.to_arrow_reader(ROW_GROUP_ROWS) or ():
+                    writer.write(batch)
+            finally:
+                cursor.close()
+    counts["skipped_unchanged"] = instances.rows + errors.rows
+    # the listing is sorted by path already, and the anti join keeps its order with one thread
+    con.execute(
+        f"COPY (SELECT l.* FROM listing l ANTI JOIN old_keys o ON {same}) TO {sql_text(to_read)} (FORMAT PARQUET)"
+    )
+    (counts["changed"],) = _one(
+        con,
+        f"SELECT count(*) FROM read_parquet({sql_text(to_read)}) l SEMI JOIN old_keys o ON o.path = l.path",
+    )
+    (counts["read"],) = _one(con, f"SELECT count(*) FROM read_parquet({sql_text(to_read)})")
     return counts
 
 

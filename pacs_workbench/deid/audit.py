@@ -1,7 +1,8 @@
 """Independent residual-PHI audit of a de-identified folder.
 
 :func:`audit_folder` (``pacs-workbench audit DST [--source SRC] [--phi-list FILE]``)
-trusts nothing the de-identification recorded. It reads what is in DST:
+trusts nothing the de-identification recorded but one OCR verdict per image whose pixels are
+unchanged (see **pixels**). It reads what is in DST:
 
 * **profile**: every element of every DICOM file, at any depth, against Table E.1-1
   with the options the file declares in (0012,0064) De-identification Method Code
@@ -23,7 +24,11 @@ trusts nothing the de-identification recorded. It reads what is in DST:
   occur by chance, only terms of eight or more characters are searched; OCR covers
   the pixels;
 * **pixels**: OCR (detection and recognition) of every image that could carry text
-  (the same rules as de-identification); any text read is a finding;
+  (the same rules as de-identification); any text read is a finding. One record of the
+  de-identification is used, when DST has its log: an image whose Pixel Data still has
+  the SHA-256 that the de-identification's last OCR check found free of text
+  (``pixel_verified_sha256``) is not read again (``reuse_deid_ocr=False`` reads every one);
+  any other image, and any image whose pixels changed since, is read;
 * **pseudonyms**: one Patient's Name per Patient ID and back, one patient per study,
   one study per series, file paths that match the header, references (SEG, RTSTRUCT)
   that point to instances present in DST (reported as a count).
@@ -202,6 +207,7 @@ def audit_folder(
     workers: int | None = 1,
     scheduler: str | None = None,
     progress: bool = True,
+    reuse_deid_ocr: bool = True,
 ) -> dict[str, Any]:
     """Audit a de-identified folder; the summary's ``ok`` is ``False`` on any finding.
 
@@ -219,11 +225,15 @@ def audit_folder(
         Parallelism (:func:`~pacs_workbench.core.executor.map_items`).
     progress
         Show progress bars.
+    reuse_deid_ocr
+        Take the de-identification's verified OCR result (``deid_log.parquet``) for an
+        image whose Pixel Data hash is unchanged, instead of reading it again.
 
     Returns
     -------
     dict
-        ``files_checked``, ``other_files_checked``, ``images_ocr_checked``,
+        ``files_checked``, ``other_files_checked``, ``images_ocr_checked`` (read by OCR
+        or verified by hash), ``images_ocr_reused`` (verified by hash),
         ``phi_terms``, ``findings_by_category``, ``findings`` (file, category, tag),
         ``dangling_references``, ``ok``. Counts and pseudonymous paths only.
     """
@@ -242,7 +252,8 @@ def audit_folder(
     names_matcher = build_matcher(terms)
     findings = _name_findings(names_matcher, dst_path)
     leaked_names = len(findings)
-    facts_all, counts = _audit_files(findings, dst_path, terms, ocr, workers, scheduler, progress)
+    verified = _verified_images(dst_path) if ocr and reuse_deid_ocr else {}
+    facts_all, counts = _audit_files(findings, dst_path, terms, ocr, verified, workers, scheduler, progress)
     # withheld names: never echo a leaking path in another finding either
     if leaked_names:
         for f in findings:
@@ -257,7 +268,8 @@ def audit_folder(
     return {
         "files_checked": counts["n_dicom"],
         "other_files_checked": counts["n_other"],
-        "images_ocr_checked": counts["n_ocr"],
+        "images_ocr_checked": counts["n_ocr"] + counts["n_ocr_reused"],
+        "images_ocr_reused": counts["n_ocr_reused"],
         "phi_terms": len(terms),
         "source_given": source is not None,
         "findings_by_category": dict(sorted(by_category.items())),
@@ -315,11 +327,32 @@ def _name_findings(names_matcher: PhiMatcher, dst: Path) -> list[dict[str, Any]]
     return findings
 
 
+def _verified_images(dst: Path) -> dict[str, str]:
+    """Output path -> Pixel Data SHA-256 the de-identification verified free of text (from its log)."""
+    from pacs_workbench.deid.run import LOG_NAME
+
+    log = dst / LOG_NAME
+    if not log.is_file():
+        return {}
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(log, columns=["output", "pixel_verified_sha256"]).to_pydict()
+    except Exception:  # an old or unreadable log: every image is read
+        return {}
+    return {
+        str(out): str(sha)
+        for out, sha in zip(table["output"], table["pixel_verified_sha256"], strict=True)
+        if out and sha
+    }
+
+
 def _audit_files(
     findings: list[dict[str, Any]],
     dst: Path,
     terms: dict[str, str],
     ocr: bool,
+    verified: dict[str, str],
     workers: int | None,
     scheduler: str | None,
     progress: bool,
@@ -327,9 +360,11 @@ def _audit_files(
     """Audit every file of DST in batches: findings added to ``findings``; per-file facts and counts."""
     files = list_files(dst)
     term_items = tuple(sorted(terms.items()))
-    batches = [
-        AuditTask(str(dst.resolve()), tuple(files[i : i + BATCH]), term_items, ocr) for i in range(0, len(files), BATCH)
-    ]
+    batches = []
+    for i in range(0, len(files), BATCH):
+        relpaths = tuple(files[i : i + BATCH])
+        known = tuple((r, verified[r]) for r in relpaths if r in verified)
+        batches.append(AuditTask(str(dst.resolve()), relpaths, term_items, ocr, known))
     facts_all: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     for result in map_items(
@@ -343,7 +378,7 @@ def _audit_files(
     ):
         findings.extend(result["findings"])
         facts_all.extend(result["facts"])
-        for name in ("n_dicom", "n_other", "n_ocr"):
+        for name in ("n_dicom", "n_other", "n_ocr", "n_ocr_reused"):
             counts[name] += result[name]
     return facts_all, counts
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ class AuditTask:
     relpaths: tuple[str, ...]
     terms: tuple[tuple[str, str], ...]
     ocr: bool
+    #: ``(relpath, Pixel Data SHA-256)`` of images the de-identification's last OCR check found
+    #: free of text: the audit reads such an image again only when its pixels changed.
+    verified: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -59,6 +63,13 @@ class FileFacts:
 
 def finding(relpath: str, category: str, tag: str | None = None) -> dict[str, Any]:
     return {"file": relpath, "category": category, "tag": tag}
+
+
+@lru_cache(maxsize=16)
+def _profile(options: frozenset[Option]) -> Profile:
+    """One :class:`Profile` per option set and process: building one tabulates every row, and
+    its action cache fills as files are checked."""
+    return Profile(options)
 
 
 def _options_of(ds: Any) -> frozenset[Option]:
@@ -157,33 +168,38 @@ def _locate(ds: Any, offset: int) -> str | None:
     return tag_label(best) if best is not None else None
 
 
-def _ocr_findings(ds: Any, relpath: str) -> tuple[list[dict[str, Any]], bool]:
+def _ocr_findings(ds: Any, relpath: str, verified_sha256: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """OCR findings of one image and how it was checked: ``""`` (needs no check), ``"ocr"`` or
+    ``"reused"`` (its Pixel Data has the hash the de-identification verified free of text)."""
     from pacs_workbench.deid.pixels import (
         PixelCleaningError,
         assess_pixel_risk,
         decoded_frames,
+        pixel_data_sha256,
         read_text,
         render_frame,
         sample_frames,
     )
 
     if not assess_pixel_risk(ds):
-        return [], False
+        return [], ""
+    if verified_sha256 and pixel_data_sha256(ds) == verified_sha256:
+        return [], "reused"
     try:
         arr, photometric = decoded_frames(ds)
     except PixelCleaningError:
-        return [finding(relpath, "ocr_unchecked", "(7FE0,0010)")], False
+        return [finding(relpath, "ocr_unchecked", "(7FE0,0010)")], ""
     out = []
     for i in sample_frames(arr.shape[0]):
         try:
             lines = read_text(render_frame(arr[i], photometric))
         except Exception:  # an image that cannot be read by OCR is not shown clean
-            return [finding(relpath, "ocr_unchecked", "(7FE0,0010)")], True
+            return [finding(relpath, "ocr_unchecked", "(7FE0,0010)")], "ocr"
         # any line read with some confidence and a letter or digit in it counts as text
         if any(score >= 0.5 and any(c.isalnum() for c in text) for _, text, score in lines):
             out.append(finding(relpath, "ocr_text", "(7FE0,0010)"))
             break
-    return out, True
+    return out, "ocr"
 
 
 def audit_batch(task: AuditTask) -> dict[str, Any]:
@@ -198,7 +214,8 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
     matcher = matcher_for(task.terms)
     findings: list[dict[str, Any]] = []
     facts: list[FileFacts] = []
-    n_dicom = n_other = n_ocr = 0
+    n_dicom = n_other = n_ocr = n_reused = 0
+    verified = dict(task.verified)
     root = Path(task.root)
     for relpath in task.relpaths:
         try:
@@ -224,7 +241,7 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
             file_findings.append(finding(relpath, "markers_missing", "(0012,0062)"))
         if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
             file_findings.append(finding(relpath, "burned_in_flag", "(0028,0301)"))
-        profile = Profile(options)
+        profile = _profile(options)
         uids: list[str] = []
         refs: list[str] = []
         try:
@@ -232,9 +249,10 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
         except Exception:
             file_findings.append(finding(relpath, "unparseable_element"))
         if task.ocr:
-            ocr, checked = _ocr_findings(ds, relpath)
+            ocr, how = _ocr_findings(ds, relpath, verified.get(relpath))
             file_findings.extend(ocr)
-            n_ocr += int(checked)
+            n_ocr += int(how == "ocr")
+            n_reused += int(how == "reused")
         findings.extend(file_findings)
         facts.append(
             FileFacts(
@@ -254,4 +272,5 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
         "n_dicom": n_dicom,
         "n_other": n_other,
         "n_ocr": n_ocr,
+        "n_ocr_reused": n_reused,
     }

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, AllTransferSyntaxes
 
 from pacs_workbench.deid.encoding import InstanceContext, decode_values
-from pacs_workbench.deid.pixels import PixelCleaningError, PixelResult, clean_pixel_data
+from pacs_workbench.deid.pixels import PixelCleaningError, PixelResult, clean_pixel_data, pixel_data_sha256
 from pacs_workbench.deid.text import KNOWN_PHI_KEYWORDS
 from pacs_workbench.dicom.raw import PIXEL_DATA, Element
 
@@ -160,7 +160,10 @@ def clean_pixels(data: bytes, reasons: list[str]) -> tuple[bytes, PixelResult]:
         result = clean_pixel_data(ds, reasons)
     except PixelCleaningError as exc:
         raise DeidError(f"burned-in text check failed: {exc}") from exc
-    return write_bytes(ds), result
+    output = write_bytes(ds)
+    # the hash of the Pixel Data as written (read back), which the audit compares
+    result.verified_sha256 = pixel_data_sha256(dcmread(BytesIO(output)))
+    return output, result
 
 
 def _pixel_module_problem(header: HeaderView) -> str | None:

@@ -81,12 +81,24 @@ class PixelResult:
         Rectangles blanked in every frame, ``(x0, y0, x1, y1)``.
     frames
         Number of frames.
+    verified_sha256
+        :func:`pixel_data_sha256` of the written image, whose last OCR check found no text
+        (set by the writer; the audit need not read an image again whose hash is this).
     """
 
     reasons: list[str]
     boxes: list[Box] = field(default_factory=list)
     frames: int = 0
     note: str = ""
+    verified_sha256: str = ""
+
+
+def pixel_data_sha256(ds: Dataset) -> str:
+    """SHA-256 of the (7FE0,0010) Pixel Data value of ``ds`` as stored ("" without one)."""
+    import hashlib
+
+    value = ds.get("PixelData")
+    return hashlib.sha256(bytes(value)).hexdigest() if value is not None else ""
 
 
 def _as_str_list(value: Any) -> list[str]:
@@ -163,14 +175,17 @@ _OCR_ENGINE: Any = None
 _OCR_LOCK = threading.Lock()
 
 #: Text detection resolutions, as RapidOCR's (limit type, side length): ``fast`` keeps the
-#: image's own size (first pass); ``sensitive`` enlarges the shorter side to 512 pixels
-#: (the check after blanking, which also finds small text such as ultrasound
-#: annotations); ``thorough`` is RapidOCR's default of 736 pixels (the audit).
+#: image's own size (first pass, read at :data:`FAST_SCALE` of it); ``sensitive`` enlarges the
+#: shorter side to 512 pixels (the check after blanking, which also finds small text such as
+#: ultrasound annotations); ``thorough`` is RapidOCR's default of 736 pixels (the audit).
 DETECTION_MODES: dict[str, tuple[str, int]] = {
     "fast": ("max", 960),
     "sensitive": ("min", 512),
     "thorough": ("min", 736),
 }
+#: The first pass reads at three quarters of the frame's size: screen text stays detectable
+#: at about half the model's cost, and what it misses the sensitive check after blanking finds.
+FAST_SCALE = 0.75
 
 
 def get_ocr_engine() -> Any:
@@ -185,14 +200,87 @@ def get_ocr_engine() -> Any:
     return _OCR_ENGINE
 
 
-def _ocr(rgb: np.ndarray, mode: str, recognize: bool) -> Any:
-    """Run the engine with the detection resolution of ``mode`` (one model, three sizes)."""
-    engine = get_ocr_engine()
+#: Pixels of context kept around the content of a frame when detection runs on its content only.
+CONTENT_MARGIN = 32
+#: Detection runs on the content's bounding box when that covers at most this share of the frame.
+CROP_AREA = 0.5
+
+
+def content_box(rgb: np.ndarray) -> Box | None:
+    """The bounding box of the pixels that differ from the background, or ``None`` for a uniform frame.
+
+    The background is the most common grey value (the top-left colour of an RGB frame). A
+    uniform area holds no text whatever reads it, so OCR needs to look at the box only.
+    """
+    if rgb.ndim == 3:
+        first = rgb[0, 0]
+        differs = rgb[..., 0] != first[0]
+        for channel in range(1, rgb.shape[-1]):
+            differs |= rgb[..., channel] != first[channel]
+    else:
+        differs = rgb != np.bincount(rgb.ravel(), minlength=256).argmax()
+    rows = np.flatnonzero(differs.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(differs.any(axis=0))
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def detection_ratio(height: int, width: int, mode: str) -> float:
+    """The scale text detection gives a ``height`` x ``width`` frame in ``mode`` (RapidOCR's rules)."""
     limit_type, side = DETECTION_MODES[mode]
+    if limit_type == "min":
+        return side / min(height, width) if min(height, width) < side else 1.0
+    longest = max(height, width)
+    limit = 960 if longest < 960 else 1500 if longest < 1500 else 2000  # RapidOCR's steps for "max"
+    return (limit / longest if longest > limit else 1.0) * FAST_SCALE
+
+
+def _ocr(image: np.ndarray, mode: str, recognize: bool) -> list[Any]:
+    """Run the engine on an 8-bit grey or RGB frame at the detection resolution of ``mode``.
+
+    Only the frame's content is read: a uniform frame gives no result without running the
+    model, and content covering at most :data:`CROP_AREA` of the frame is cut out (with
+    :data:`CONTENT_MARGIN` pixels of context). The part read is scaled as the whole frame
+    would be (:func:`detection_ratio`) and the polygons are mapped back to frame coordinates.
+    Returns polygons (detection) or ``[polygon, text, score]`` (recognition).
+    """
+    import cv2
+
+    box = content_box(image)
+    if box is None:
+        return []
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = box
+    x0, y0 = max(0, x0 - CONTENT_MARGIN), max(0, y0 - CONTENT_MARGIN)
+    x1, y1 = min(width, x1 + CONTENT_MARGIN), min(height, y1 + CONTENT_MARGIN)
+    if (x1 - x0) * (y1 - y0) > CROP_AREA * height * width:
+        x0, y0, x1, y1 = 0, 0, width, height
+    part = image[y0:y1, x0:x1]
+    if part.ndim == 2:
+        part = np.stack([part] * 3, axis=-1)
+    ratio = detection_ratio(height, width, mode)
+    size = (max(1, round((x1 - x0) * ratio)), max(1, round((y1 - y0) * ratio)))
+    scaled = np.ascontiguousarray(cv2.resize(part, size) if size != (x1 - x0, y1 - y0) else part)
+    engine = get_ocr_engine()
     with _OCR_LOCK:
-        engine.text_det.limit_type, engine.text_det.limit_side_len = limit_type, side
-        result, _ = engine(np.ascontiguousarray(rgb), use_det=True, use_cls=False, use_rec=recognize)
-    return result
+        engine.text_det.limit_type, engine.text_det.limit_side_len = "min", 1  # scaled already
+        if recognize:
+            result, _ = engine(scaled, use_det=True, use_cls=False, use_rec=True)
+        else:
+            polygons, _ = engine.text_det(scaled)  # detection alone: no crops cut for recognition
+            result = [] if polygons is None else list(polygons)
+    if not result:
+        return []
+    factor = np.array([(x1 - x0) / size[0], (y1 - y0) / size[1]])
+    offset = np.array([x0, y0], dtype=float)
+
+    def back(points: Any) -> list[list[float]]:
+        return (np.asarray(points, dtype=float).reshape(-1, 2) * factor + offset).tolist()
+
+    if recognize:
+        return [[back(r[0]), *r[1:]] for r in result]
+    return [back(poly) for poly in result]
 
 
 def _polygon_to_box(points: Any, width: int, height: int, margin: int) -> Box:
@@ -209,9 +297,8 @@ def detect_text_boxes(image: np.ndarray, margin: int = DEFAULT_MARGIN, mode: str
 
     ``mode`` is a key of :data:`DETECTION_MODES`.
     """
-    rgb = image if image.ndim == 3 else np.stack([image] * 3, axis=-1)
-    height, width = rgb.shape[:2]
-    result = _ocr(rgb, mode, recognize=False)
+    height, width = image.shape[:2]
+    result = _ocr(image, mode, recognize=False)
     if not result:
         return []
     return [_polygon_to_box(poly, width, height, margin) for poly in result]
@@ -219,9 +306,8 @@ def detect_text_boxes(image: np.ndarray, margin: int = DEFAULT_MARGIN, mode: str
 
 def read_text(image: np.ndarray) -> list[tuple[Box, str, float]]:
     """Thorough OCR of an 8-bit image: ``(box, text, score)`` per line read (used by the audit)."""
-    rgb = image if image.ndim == 3 else np.stack([image] * 3, axis=-1)
-    height, width = rgb.shape[:2]
-    result = _ocr(rgb, "thorough", recognize=True)
+    height, width = image.shape[:2]
+    result = _ocr(image, "thorough", recognize=True)
     if not result:
         return []
     return [(_polygon_to_box(r[0], width, height, 0), str(r[1]), float(r[2])) for r in result]

@@ -145,6 +145,10 @@ def audit_table(summary: dict[str, Any]) -> pd.DataFrame:
         {"measure": "DICOM files checked", "value": summary["files_checked"]},
         {"measure": "other files checked (bytes)", "value": summary["other_files_checked"]},
         {"measure": "images checked by OCR", "value": summary["images_ocr_checked"]},
+        {
+            "measure": "of which verified by de-identification (same pixel hash)",
+            "value": summary.get("images_ocr_reused", 0),
+        },
         {"measure": "known PHI search terms", "value": summary["phi_terms"]},
         {"measure": "dangling references", "value": summary["dangling_references"]},
         {"measure": "findings", "value": summary["n_findings"]},

@@ -12,7 +12,9 @@
   quarantine is outside DST (default ``<DST>.quarantine``), so DST can be handed over
   as it is;
 * ``DST/deid_log.parquet`` has one row per input file (source sha256, outcome, output
-  path relative to DST, reason, action counts, blanked pixel boxes) and
+  path relative to DST, reason, action counts, blanked pixel boxes, and the SHA-256 of
+  the written Pixel Data that the last OCR check found free of text, which the audit
+  reuses for an image whose pixels still have that hash) and
   ``DST/deid_actions.parquet`` the count of each action per attribute (tags and
   keywords only); neither holds a PHI value or an input path;
 * ``--mapping FILE`` writes the escrow table (original -> pseudonym for patient IDs,
@@ -48,7 +50,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pacs_workbench.core.executor import map_items
-from pacs_workbench.core.files import remove_stale_temp_files, write_bytes_atomic, write_text_atomic
+from pacs_workbench.core.files import (
+    remove_stale_temp_files,
+    sync_filesystem,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from pacs_workbench.core.pseudonym import load_key
 from pacs_workbench.deid.duplicates import resolve_duplicates
 from pacs_workbench.deid.engine import COUNT_FIELDS, Deidentifier
@@ -68,6 +75,7 @@ LOG_COLUMNS = (
     *COUNT_FIELDS,
     "pixel_check",
     "pixel_boxes",
+    "pixel_verified_sha256",
     "note",
 )
 
@@ -94,6 +102,7 @@ class FileTask:
     dst: str
     quarantine: str
     escrow: bool = False
+    sync: bool = False  # flush DST and the quarantine after each batch (workers on other hosts)
 
 
 # --- per-process caches ------------------------------------------------------------------------
@@ -117,7 +126,9 @@ def write_output(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` atomically (:func:`~pacs_workbench.core.files.write_bytes_atomic`).
 
     A file that already holds exactly ``data`` is left alone, so a rerun after an
-    interruption only writes what is missing.
+    interruption only writes what is missing. The file is not flushed one by one: the run
+    flushes all of them at once before its log says they are written (one ``fsync`` per
+    file took longer than de-identifying a CT slice).
     """
     try:
         size = os.stat(path).st_size
@@ -127,7 +138,7 @@ def write_output(path: Path, data: bytes, mode: int | None = None) -> None:
         if mode is not None:
             os.chmod(path, mode)
         return
-    write_bytes_atomic(path, data, mode=mode)
+    write_bytes_atomic(path, data, mode=mode, sync=False)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -196,6 +207,7 @@ def _quarantine_record(task: FileTask, sha: str, reason: str) -> dict[str, Any]:
         "reason": reason,
         "pixel_check": None,
         "pixel_boxes": None,
+        "pixel_verified_sha256": None,
     }
     record.update({name: 0 for name in COUNT_FIELDS})
     record["actions"] = Counter()
@@ -239,6 +251,7 @@ def deidentify_file(task: FileTask) -> dict[str, Any]:
         "reason": None,
         "pixel_check": "; ".join(result.pixels.reasons) if result.pixels else None,
         "pixel_boxes": json.dumps([list(b) for b in result.pixels.boxes]) if result.pixels else None,
+        "pixel_verified_sha256": result.pixels.verified_sha256 or None if result.pixels else None,
         "note": "; ".join(result.notes) or None,
     }
     record.update(result.counts)
@@ -251,7 +264,12 @@ def deidentify_file(task: FileTask) -> dict[str, Any]:
 
 def deidentify_files(batch: tuple[FileTask, ...]) -> list[dict[str, Any]]:
     """:func:`deidentify_file` for each task of a batch (one worker round trip)."""
-    return [deidentify_file(task) for task in batch]
+    records = [deidentify_file(task) for task in batch]
+    if batch and batch[0].sync:
+        for folder in (batch[0].dst, batch[0].quarantine):
+            with contextlib.suppress(OSError):
+                sync_filesystem(folder)
+    return records
 
 
 # --- folder ------------------------------------------------------------------------------------
@@ -417,6 +435,7 @@ def deidentify_folder(
             str(dst_path.resolve()),
             str(q_path.resolve()),
             mapping is not None,
+            sync=scheduler is not None,  # another host's cache is not flushed from here
         )
         for p in iter_input_files(src_path)
     ]
@@ -425,6 +444,9 @@ def deidentify_folder(
     warm.start()
     records = _run_tasks(tasks, workers, scheduler, progress)
     _resolve_collisions(records, tasks)
+    for folder in (dst_path, q_path):  # every output on disk before the log says it is written
+        with contextlib.suppress(OSError):
+            sync_filesystem(folder)
     actions, escrow = _split_records(records)
     warm.join()
     summary = _summary(records, option_text)

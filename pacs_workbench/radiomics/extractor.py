@@ -24,6 +24,11 @@ DIAGNOSTIC_PREFIX = "diagnostics_"
 _LOCAL = threading.local()
 
 
+def extractor_ready(digest: str) -> bool:
+    """Whether this thread has built the extractor of ``digest`` already (set-up is paid once)."""
+    return digest in (getattr(_LOCAL, "extractors", None) or {})
+
+
 def _extractor(params: Mapping[str, Any], digest: str) -> Any:
     """One extractor per parameter set and thread (construction re-validates the schema)."""
     import radiomics
@@ -40,8 +45,16 @@ def _extractor(params: Mapping[str, Any], digest: str) -> Any:
     return cache[digest]
 
 
-def run_pyradiomics(image: str, mask: str, params: Mapping[str, Any], digest: str) -> dict[str, Any]:
-    """pyradiomics' raw output for one case, as JSON-able Python values."""
+def warm_extractor(params: Mapping[str, Any], digest: str) -> None:
+    """Import pyradiomics and build this thread's extractor for ``digest`` before its first case."""
+    _extractor(params, digest)
+
+
+def run_pyradiomics(image: Any, mask: Any, params: Mapping[str, Any], digest: str) -> dict[str, Any]:
+    """pyradiomics' raw output for one case, as JSON-able Python values.
+
+    ``image`` and ``mask`` are file paths or SimpleITK images already read.
+    """
     raw = _extractor(params, digest).execute(image, mask)
     values: dict[str, Any] = {}
     for key, value in raw.items():

@@ -6,13 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pydicom
 import pytest
 
 from pacs_workbench.core.pseudonym import generate_key
 from pacs_workbench.deid.audit import audit_folder
 from pacs_workbench.deid.run import deidentify_folder
-from tests.deid.fixtures import ALICE
+from tests.deid.fixtures import ALICE, text_image
 
 
 def test_audit_clean_then_planted_leaks(extract: dict, tmp_path: Path) -> None:
@@ -69,3 +70,31 @@ def test_audit_flags_an_element_whose_vr_disagrees_with_the_dictionary(extract: 
     assert not found["ok"]
     assert found["findings_by_category"].get("vr_mismatch") == 1
     assert next(f["tag"] for f in found["findings"] if f["category"] == "vr_mismatch").startswith("(0008,0020)")
+
+
+def test_audit_reuses_verified_ocr_only_for_unchanged_pixels(extract: dict, tmp_path: Path) -> None:
+    log = pq.read_table(extract["dst"] / "deid_log.parquet").to_pandas()
+    verified = log[log["pixel_verified_sha256"].notna()]
+    assert len(verified) >= 1  # the dose screen: checked free of text, its pixel hash recorded
+    reused = audit_folder(extract["dst"], progress=False)
+    assert reused["ok"], reused["findings_by_category"]
+    assert reused["images_ocr_reused"] == len(verified) == reused["images_ocr_checked"]
+    again = audit_folder(extract["dst"], progress=False, reuse_deid_ocr=False)
+    assert again["ok"] and again["images_ocr_reused"] == 0 and again["images_ocr_checked"] == len(verified)
+
+    # text burned back into a verified image after de-identification: its hash differs, so it is read
+    changed = tmp_path / "changed"
+    shutil.copytree(extract["dst"], changed)
+    target = changed / str(verified["output"].iloc[0])
+    ds = pydicom.dcmread(target)
+    arr = ds.pixel_array.copy()
+    rgb = arr.ndim == 3
+    text = text_image([f"{ALICE.last} {ALICE.first}", f"ID {ALICE.mrn}"], rgb=rgb)
+    h, w = min(arr.shape[0], text.shape[0]), min(arr.shape[1], text.shape[1])
+    arr[:h, :w, ...] = text[:h, :w, ...]
+    ds.PixelData = arr.tobytes()
+    ds.save_as(target)
+    found = audit_folder(changed, progress=False)
+    assert not found["ok"]
+    assert found["findings_by_category"].get("ocr_text") == 1
+    assert found["images_ocr_reused"] == len(verified) - 1

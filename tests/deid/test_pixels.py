@@ -14,13 +14,15 @@ from pacs_workbench.deid.engine import Deidentifier
 from pacs_workbench.deid.instance import DeidError, dataset_bytes
 from pacs_workbench.deid.pixels import (
     assess_pixel_risk,
+    content_box,
+    detect_text_boxes,
     frames_array,
     read_text,
     render_frame,
     vendor_regions,
 )
 from pacs_workbench.deid.profile import parse_options
-from tests.deid.fixtures import ALICE, StudySpec, make_ct_series, make_dose_screen
+from tests.deid.fixtures import ALICE, StudySpec, make_ct_series, make_dose_screen, text_image
 
 KEY = bytes(range(32))
 SPEC = StudySpec(ALICE, "20200115", "ACC7781203")
@@ -114,3 +116,22 @@ def test_images_needing_no_check_keep_their_pixel_bytes() -> None:
     assert out.pixels is None
     assert pydicom.dcmread(io.BytesIO(out.data)).PixelData == ct.PixelData
     assert np.array_equal(out.dataset.pixel_array, ct.pixel_array)
+
+
+def test_text_in_a_corner_is_read_on_the_content_and_mapped_back() -> None:
+    assert content_box(np.full((300, 400), 7, np.uint8)) is None  # uniform: no text, no OCR
+    assert detect_text_boxes(np.full((300, 400), 7, np.uint8), mode="sensitive") == []
+    assert read_text(np.zeros((64, 64, 3), np.uint8)) == []
+    text = text_image([f"ID {ALICE.mrn}"], size=(200, 50))
+    big = np.zeros((600, 800), np.uint8)
+    big[500:550, 560:760] = text  # a small label far from the origin: read on its crop only
+    assert content_box(big) is not None and content_box(big)[0] >= 560  # type: ignore[index]
+    for mode in ("fast", "sensitive", "thorough"):
+        boxes = detect_text_boxes(big, margin=0, mode=mode)
+        assert boxes, mode
+        for x0, y0, x1, y1 in boxes:  # in the frame's coordinates, on the label
+            assert 540 <= x0 < x1 <= 780 and 480 <= y0 < y1 <= 570, (mode, boxes)
+    lines = read_text(big)
+    assert any(ALICE.mrn in t.replace(" ", "") for _, t, score in lines if score > 0.5), lines
+    (x0, y0, x1, y1), _, _ = lines[0]
+    assert x0 >= 540 and y0 >= 480
