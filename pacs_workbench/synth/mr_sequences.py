@@ -165,7 +165,8 @@ def _timing(kind: str, scanner: MRScanner, rng: np.random.Generator) -> dict[str
                     echo_pulse="SPIN", repetition_time=tr, echo_time=_draw(rng, 85.0, 135.0, 1.0), inversion_time=ti,
                     flip_angle=150.0, echo_train_length=16, render_tr=tr)  # fmt: skip
     tr = _draw(rng, 4200.0, 7000.0, 10.0)
-    timing: dict[str, object] = dict(weighting="dwi" if kind == "DWI" else "adc", scanning_sequence="EP" if vendor != "ge" else "EP\\SE",
+    timing: dict[str, object] = dict(
+                  weighting="dwi" if kind == "DWI" else "adc", scanning_sequence="EP" if vendor != "ge" else "EP\\SE",
                   sequence_variant="SK\\SP", scan_options="FS" if vendor == "canon" else "PFP\\FS",
                   sequence_name="*ep_b1000t" if vendor == "siemens" else "DWI_EPI", acquisition_type="2D",
                   echo_pulse="SPIN", repetition_time=tr, echo_time=_draw(rng, 65.0, 95.0, 1.0), inversion_time=None,
@@ -234,13 +235,14 @@ def plan_sequences(scanner: MRScanner, rng: np.random.Generator, *, with_dwi: bo
     kinds = ["T1", "T2", "FLAIR", *(["DWI", "ADC"] if with_dwi else []), "T1C"]
     first, step = _SERIES_BASE[scanner.vendor]
     specs = []
-    t1_timing: dict[str, object] | None = None
+    drawn: dict[str, dict[str, object]] = {}
     for i, kind in enumerate(kinds):
-        timing = _timing(kind, scanner, rng)
-        if kind == "T1":
-            t1_timing = timing
-        elif kind == "T1C" and t1_timing is not None:
-            timing = t1_timing  # the post-contrast T1 repeats the pre-contrast one
+        if kind == "T1C":
+            timing = drawn["T1"]  # the post-contrast T1 repeats the pre-contrast one
+        elif kind == "ADC":
+            timing = {**drawn["DWI"], "weighting": "adc"}  # computed from the diffusion acquisition
+        else:
+            timing = drawn[kind] = _timing(kind, scanner, rng)
         description, protocol = _texts(kind, scanner, unhelpful)
         flavor = _image_type(kind, scanner.vendor, scanner.enhanced)
         specs.append(
