@@ -29,6 +29,7 @@ from pacs_workbench.cohort.index_views import connect_index
 from pacs_workbench.cohort.plots import plot_distributions, plot_follow_up
 from pacs_workbench.cohort.report_mining import link_reports, mine_reports
 from pacs_workbench.cohort.summaries import (
+    distribution_columns,
     distribution_table,
     follow_up_intervals,
     harmonization_table,
@@ -45,6 +46,7 @@ __all__ = [
     "build_index",
     "cohort_explorer",
     "connect_index",
+    "distribution_columns",
     "distribution_table",
     "dose_report",
     "dose_table",
