@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 MR_PARAMS = NOTEBOOK_DIR / "params" / "mr.yaml"
 PREFIX = "data/mr_demo"
-PATIENTS = 14
+PATIENTS = 12
 
 
 def _retarget(value: Any, data_dir: Path) -> Any:
@@ -43,7 +43,7 @@ def mr_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     params = _retarget(yaml.safe_load(MR_PARAMS.read_text()), data_dir)
     params["synth"]["patients"] = PATIENTS
     params["01_cohort"]["params_file"] = str(root / "params.yaml")
-    params["03_preprocessing"]["target_spacing_mm"] = [1.5, 1.5, 1.5]
+    params["03_preprocessing"]["target_spacing_mm"] = [2.0, 2.0, 2.0]
     params["05_radiomics_model"].update(SMALL_MODEL)
     params["04_segmentation"].update(SMALL_SEGMENTATION)
     params_file = root / "params.yaml"
