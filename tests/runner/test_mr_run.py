@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from pacs_workbench.core.params import NOTEBOOK_DIR
-from pacs_workbench.runner import run_notebooks
 from pacs_workbench.runner import run as runner
+from pacs_workbench.runner import run_notebooks
 from tests.conftest import SMALL_MODEL, SMALL_SEGMENTATION
 
 pytestmark = pytest.mark.slow
