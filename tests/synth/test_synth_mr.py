@@ -191,3 +191,12 @@ def test_outcome_follows_lesion_traits():
     for trait in ("diameter_mm", "irregularity", "heterogeneity"):
         values = np.array([getattr(p.lesion, trait) for p in plans])
         assert values[outcome == 1].mean() > values[outcome == 0].mean()
+
+
+def test_command_line_writes_an_mr_extract(tmp_path, capsys):
+    from pacs_workbench.cli import main
+
+    assert main(["synth", str(tmp_path / "mr"), "--patients", "1", "--seed", "4", "--modality", "mr"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["modality"] == "MR" and summary["files"]["seg"] == summary["studies"] >= 1
+    assert "T1C" in (tmp_path / "mr" / "truth" / "series.csv").read_text()
