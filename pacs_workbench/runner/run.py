@@ -191,9 +191,16 @@ def prepare_synthetic_data(params: dict[str, Any], base: Path) -> Path | None:
     folder = section.get("data_dir") or params.get("shared", {}).get("data_dir")
     if not folder:
         raise ParameterError(f"section {SYNTH_SECTION!r} needs a data_dir (or shared.data_dir)")
-    data_dir = project_path(str(folder), root=base) or base / str(folder)
+    data_dir = Path(project_path(str(folder), root=base) or base / str(folder))
+    made_here = (data_dir / "demo.json").is_file() or (data_dir / ".pacs-workbench-synth.json").is_file()
+    if data_dir.is_dir() and any(data_dir.iterdir()) and not made_here:
+        # Never replace a folder of someone's own data because a parameter file names it.
+        raise ParameterError(
+            f"section {SYNTH_SECTION!r}: {data_dir.name} holds data that no synthetic run made; "
+            "name an empty or new folder"
+        )
     return prepare_demo_data(
-        Path(data_dir), int(section.get("patients", 40)), int(section.get("seed", 0)),
+        data_dir, int(section.get("patients", 40)), int(section.get("seed", 0)),
         str(section.get("modality", "CT")),
     )  # fmt: skip
 
