@@ -17,7 +17,9 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         help="write a synthetic PACS export (DICOM, EHR, reports, ground truth)",
         description=(
             "Write a synthetic research extract that behaves like a real one: CT chest studies with "
-            "nodules and follow-ups from four vendors, SEG and RTSTRUCT segmentations, localizers, "
+            "nodules and follow-ups from four vendors (or, with --modality MR, brain MR studies of T1, T2, "
+            "FLAIR, DWI/ADC and post-contrast T1, classic and enhanced multi-frame), SEG and RTSTRUCT "
+            "segmentations, localizers, "
             "dose screens with burned-in text, FHIR and CSV EHR exports, free-text radiology reports, "
             "and planted PHI. The ground truth (outcome drivers, every planted PHI string) goes to "
             "OUT/truth/, apart from the data. The same seed always gives the same files."
@@ -26,13 +28,17 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, help="folder to write the extract into")
     p.add_argument("--patients", type=int, default=120, help="number of patients (default 120)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same extract (default 0)")
+    p.add_argument(
+        "--modality", choices=["CT", "MR"], default="CT", type=str.upper,
+        help="CT: chest CT with nodules (default); MR: brain MR, multi-sequence studies with a lesion",
+    )
     p.set_defaults(handler=_cmd_synth)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from pacs_workbench.synth import generate
 
-    summary = generate(args.out, patients=args.patients, seed=args.seed)
+    summary = generate(args.out, patients=args.patients, seed=args.seed, modality=args.modality)
     print_json(summary)
     return 0
 

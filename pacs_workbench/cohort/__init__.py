@@ -21,7 +21,7 @@ from pacs_workbench.cohort.build import (
     write_cohort,
 )
 from pacs_workbench.cohort.criteria import CohortCriteria, apply_criteria, is_image_series
-from pacs_workbench.cohort.dose import dose_table, study_dose
+from pacs_workbench.cohort.dose import dose_report, dose_table, study_dose
 from pacs_workbench.cohort.ehr import link_ehr, load_and_link, read_ehr
 from pacs_workbench.cohort.explorer import cohort_explorer
 from pacs_workbench.cohort.index import build_index
@@ -29,6 +29,7 @@ from pacs_workbench.cohort.index_views import connect_index
 from pacs_workbench.cohort.plots import plot_distributions, plot_follow_up
 from pacs_workbench.cohort.report_mining import link_reports, mine_reports
 from pacs_workbench.cohort.summaries import (
+    distribution_columns,
     distribution_table,
     follow_up_intervals,
     harmonization_table,
@@ -45,7 +46,9 @@ __all__ = [
     "build_index",
     "cohort_explorer",
     "connect_index",
+    "distribution_columns",
     "distribution_table",
+    "dose_report",
     "dose_table",
     "follow_up_intervals",
     "harmonization_table",

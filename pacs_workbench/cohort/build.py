@@ -59,9 +59,23 @@ SERIES_COLUMNS = [
     "BodyPartExamined",
     "ProtocolName",
     "SeriesDescription",
+    # MR acquisition (enhanced images: from their functional groups)
+    "ScanningSequence",
+    "SequenceVariant",
+    "SequenceName",
+    "EchoPulseSequence",
+    "AcquisitionContrast",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "DiffusionBValue",
+    "MagneticFieldStrength",
+    "ReceiveCoilName",
 ]
 # Harmonized vocabulary columns handed on (the raw descriptions they come from are not).
-VOCAB_COLUMNS = ["body_part_norm", "protocol_norm", "contrast_norm", "contrast_source", "kernel_norm"]
+VOCAB_COLUMNS = [
+    "body_part_norm", "protocol_norm", "contrast_norm", "contrast_source", "kernel_norm", "sequence_norm",
+]  # fmt: skip
 COHORT_COLUMNS = [
     "pseudo_patient_id",
     "pseudo_study_id",
@@ -78,6 +92,8 @@ COHORT_COLUMNS = [
     "SliceThickness",
     "thickness_bin",
     "KVP",
+    "MagneticFieldStrength",
+    "ReceiveCoilName",
     *DOSE_COLUMNS,
     "contrast",
     "n_instances",
@@ -130,8 +146,9 @@ def load_series_table(
     """One row per series from ``index_dir/instances.parquet``, harmonized.
 
     Descriptive columns take the series' first non-null value; ``n_instances`` counts
-    its images. The vocabulary columns of :func:`pacs_workbench.cohort.vocab.normalize_series`
-    (``kernel_norm``, ``contrast_norm``, ``body_part_norm``, ...) are added beside the raw
+    its images (the frames of an enhanced multi-frame image each count). The vocabulary
+    columns of :func:`pacs_workbench.cohort.vocab.normalize_series` (``kernel_norm``,
+    ``contrast_norm``, ``body_part_norm``, ``sequence_norm``, ...) are added beside the raw
     ones, ``contrast`` is true when the index found contrast attributes or the
     harmonized contrast is ``"yes"``, and the study's dose from its X-Ray Radiation Dose SR
     (:func:`pacs_workbench.cohort.dose.study_dose`: ``CTDIvol_mGy``, ``DLP_mGycm_total``,
@@ -148,20 +165,25 @@ def load_series_table(
     if not path.exists():
         raise FileNotFoundError(f"no index at {path}; run `pacs-workbench index` first")
     available = set(pq.read_schema(path).names) if path.is_file() else None
-    wanted = [c for c in SERIES_COLUMNS if available is None or c in available]
+    wanted = [c for c in [*SERIES_COLUMNS, "NumberOfFrames"] if available is None or c in available]
     instances = pd.read_parquet(path, columns=wanted)
     present = [c for c in SERIES_COLUMNS if c in instances.columns]
     if "SeriesInstanceUID" not in present:
         raise ValueError(f"{path} has no SeriesInstanceUID column")
     grouped = instances[present].groupby("SeriesInstanceUID", sort=True, dropna=True)
     series = grouped.first()
-    series["n_instances"] = grouped.size()
+    if "NumberOfFrames" in instances.columns:
+        frames = pd.to_numeric(instances["NumberOfFrames"], errors="coerce").fillna(1).clip(lower=1)
+        series["n_instances"] = frames.groupby(instances["SeriesInstanceUID"]).sum().astype(int)
+    else:
+        series["n_instances"] = grouped.size()
     series = series.reset_index()
     for column in SERIES_COLUMNS:
         if column not in series.columns:
             series[column] = None
     series["SliceThickness"] = pd.to_numeric(series["SliceThickness"], errors="coerce")
-    series["KVP"] = pd.to_numeric(series["KVP"], errors="coerce")
+    for column in ("KVP", "RepetitionTime", "EchoTime", "InversionTime", "DiffusionBValue", "MagneticFieldStrength"):
+        series[column] = pd.to_numeric(series[column], errors="coerce")
     series = series.merge(study_dose(index_dir), on="StudyInstanceUID", how="left")
     series = vocab.normalize_series(series, user_tables=user_vocab)
     flagged = series["contrast"].astype("boolean").fillna(False).astype(bool)

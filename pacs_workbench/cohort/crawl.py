@@ -4,7 +4,9 @@
 :func:`index_files` is the task :func:`pacs_workbench.cohort.index.build_index` sends to its
 workers: it reads a chunk of files into instance rows and error rows, one row per file, and a
 bad file never stops it. Headers are read by the fast scanner; only X-Ray Radiation Dose SRs are
-parsed whole, for their dose (:mod:`pacs_workbench.dicom.dose`). Error messages never quote a path or a value.
+parsed whole, for their dose (:mod:`pacs_workbench.dicom.dose`), and enhanced multi-frame images
+up to their pixels, for the functional groups (:mod:`pacs_workbench.dicom.multiframe`). Error
+messages never quote a path or a value.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow as pa
 from pacs_workbench.cohort.index_schema import ERROR_SCHEMA, INSTANCE_SCHEMA
 from pacs_workbench.dicom import read as dicomio
 from pacs_workbench.dicom.dose import is_dose_sr, read_ct_dose
+from pacs_workbench.dicom.multiframe import fill_enhanced, is_enhanced_image
 from pacs_workbench.dicom.read import DicomReadError
 from pacs_workbench.dicom.schema import KEYWORD_TAGS, RowSource, values_to_row
 from pacs_workbench.dicom.values import read_tag_values
@@ -36,6 +39,8 @@ def _read_row(path: str) -> tuple[dict[str, Any], bool]:
     if is_dose_sr(row["SOPClassUID"]):
         row.update(_dose_values(path))
         return row, False
+    if is_enhanced_image(row["SOPClassUID"]):
+        return _enhanced_row(row, path), False
     return row, header.fast
 
 
@@ -46,6 +51,15 @@ def _dose_values(path: str) -> dict[str, Any]:
     except DicomReadError:
         return {}  # the header was read; a content tree that is not is no dose, not a lost instance
     return read_ct_dose(ds)
+
+
+def _enhanced_row(row: dict[str, Any], path: str) -> dict[str, Any]:
+    """An enhanced image's row with geometry, MR timing and contrast from its functional groups."""
+    try:
+        ds = dicomio.read_header(path, stop_before_pixels=True)
+    except DicomReadError:
+        return row  # the header was read; functional groups that are not stay unknown
+    return fill_enhanced(row, ds)
 
 
 def read_instance(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ IMAGE_SOP_CLASSES = {
 AGE_CAP = 90  # HIPAA Safe Harbor: ages above 89 are reported as 90
 CONTRAST_CHOICES = ("any", "with", "without")
 KERNEL_CHOICES = ("any", "soft", "sharp")
+SEQUENCE_CHOICES = ("any", "T1", "T1C", "T2", "FLAIR", "DWI", "ADC")
 NODULE_CHANGE_CHOICES = ("any", "new", "stable", "growing", "decreased")
 
 
@@ -54,6 +55,11 @@ class CohortCriteria:
     kernel
         Reconstruction kernel class from (0018,1210) Convolution Kernel per vendor:
         ``"any"``, ``"soft"`` or ``"sharp"``.
+    sequence
+        MR sequence type a study must supply, ``"any"`` or one of ``T1``, ``T1C`` (T1 after
+        contrast), ``T2``, ``FLAIR``, ``DWI``, ``ADC``: keeps the series of that type
+        (``sequence_norm``, from the acquisition attributes:
+        :func:`pacs_workbench.cohort.vocab.classify_sequence`), so a study without one drops out.
     max_ctdivol_mgy
         Keep series whose study's X-Ray Radiation Dose SR reports a CTDIvol (mGy) of the main
         acquisition of at most this (``CTDIvol_mGy``); 0 is off. Studies without a dose SR fail
@@ -80,6 +86,7 @@ class CohortCriteria:
     contrast: str = "any"
     vendors: list[str] = field(default_factory=list)
     kernel: str = "any"
+    sequence: str = "any"
     max_ctdivol_mgy: float = 0.0
     age_min: float = 0.0
     age_max: float = float(AGE_CAP)
@@ -106,6 +113,7 @@ class CohortCriteria:
         for name, choices in (
             ("contrast", CONTRAST_CHOICES),
             ("kernel", KERNEL_CHOICES),
+            ("sequence", SEQUENCE_CHOICES),
             ("nodule_change", NODULE_CHANGE_CHOICES),
         ):
             value = getattr(self, name)
@@ -181,7 +189,8 @@ def _steps(criteria: CohortCriteria) -> list[Step]:
 
 
 def _imaging_steps(criteria: CohortCriteria) -> list[Step]:
-    """Criteria on the images: modality, image series, size, date, thickness, contrast, vendor, kernel, dose."""
+    """Criteria on the images: modality, image series, size, date, thickness, contrast, vendor, kernel,
+    MR sequence, dose."""
     steps: list[Step] = []
     if criteria.modality:
         steps.append((f"Modality = {criteria.modality}", lambda f: f["Modality"] == criteria.modality))
@@ -219,6 +228,10 @@ def _imaging_steps(criteria: CohortCriteria) -> list[Step]:
         )
     if criteria.kernel != "any":
         steps.append((f"kernel class: {criteria.kernel}", lambda f: _column(f, "kernel_norm") == criteria.kernel))
+    if criteria.sequence != "any":
+        steps.append(
+            (f"MR sequence: {criteria.sequence}", lambda f: _column(f, "sequence_norm") == criteria.sequence)
+        )
     if criteria.max_ctdivol_mgy > 0:
         limit = criteria.max_ctdivol_mgy
         steps.append(

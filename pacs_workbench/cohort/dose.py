@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -65,3 +66,23 @@ def dose_table(cohort: pd.DataFrame, by: tuple[str, ...] = ("Manufacturer", "pro
         }
     )
     return table.rename_axis(list(by)).reset_index()
+
+
+def dose_report(cohort: pd.DataFrame) -> pd.DataFrame | Any:
+    """:func:`dose_table` for a cohort with CT studies; a sentence for one without (MR: no radiation dose).
+
+    Returns
+    -------
+    pandas.DataFrame or IPython Markdown
+        The table, or Markdown saying why there is none.
+    """
+    from IPython.display import Markdown
+
+    modalities = set(cohort["Modality"].dropna().astype(str).str.upper()) if "Modality" in cohort.columns else set()
+    if modalities and not modalities & {"CT", "PT", "NM", "XA", "RF", "MG", "CR", "DX"}:
+        names = ", ".join(sorted(modalities))
+        return Markdown(f"No radiation dose for {names}: the cohort holds no ionising-radiation studies, so no "
+                        "X-Ray Radiation Dose SR applies and dose is no covariate here.")  # fmt: skip
+    if "CTDIvol_mGy" not in cohort.columns or cohort["CTDIvol_mGy"].isna().all():
+        return Markdown("No study of the cohort has an X-Ray Radiation Dose SR in the index.")
+    return dose_table(cohort)

@@ -22,6 +22,7 @@ from pacs_workbench.cohort.criteria import (
     CONTRAST_CHOICES,
     KERNEL_CHOICES,
     NODULE_CHANGE_CHOICES,
+    SEQUENCE_CHOICES,
     CohortCriteria,
     apply_criteria,
 )
@@ -57,7 +58,7 @@ def _criteria_table(criteria: CohortCriteria) -> pd.DataFrame:
 class CohortExplorer:
     """Live cohort criteria over the candidate series, for JupyterLab.
 
-    Filters for modality, vendor, study dates, slice thickness, contrast, kernel class,
+    Filters for modality, vendor, study dates, slice thickness, contrast, kernel class, MR sequence,
     radiation dose (CTDIvol from the dose SR), age at scan, outcome and report findings; every
     change recomputes the counts, the attrition table and small histograms. *Save criteria*
     writes the current criteria to the ``01_cohort`` section of the run parameter file
@@ -81,7 +82,7 @@ class CohortExplorer:
     ----------
     controls
         The filter widgets by name (``modality``, ``vendors``, ``date_from``, ``date_to``,
-        ``slice_thickness``, ``contrast``, ``kernel``, ``max_ctdivol_mgy``, ``age``, ``outcome_known``,
+        ``slice_thickness``, ``contrast``, ``kernel``, ``sequence``, ``max_ctdivol_mgy``, ``age``, ``outcome_known``,
         ``min_baseline_nodule_mm``, ``nodule_change``, ``min_instances``).
     counts, attrition
         Patients/studies/series left, and the attrition table, for the current filters.
@@ -140,6 +141,8 @@ class CohortExplorer:
                                          description="contrast", style=wide),
             "kernel": widgets.Dropdown(options=list(KERNEL_CHOICES), value=start.kernel,
                                        description="kernel class", style=wide),
+            "sequence": widgets.Dropdown(options=list(SEQUENCE_CHOICES), value=start.sequence,
+                                         description="MR sequence", style=wide),
             "age": widgets.FloatRangeSlider(
                 value=(float(start.age_min), min(float(start.age_max), float(AGE_CAP))), min=0.0,
                 max=float(AGE_CAP), step=1.0, description="age at scan", style=wide, layout=layout,
@@ -187,6 +190,7 @@ class CohortExplorer:
                 "contrast": c["contrast"].value,
                 "vendors": list(c["vendors"].value),
                 "kernel": c["kernel"].value,
+                "sequence": c["sequence"].value,
                 "max_ctdivol_mgy": float(c["max_ctdivol_mgy"].value),
                 "age_min": float(age[0]),
                 "age_max": float(age[1]),
@@ -226,7 +230,8 @@ class CohortExplorer:
         filters = widgets.VBox(
             [
                 widgets.HTML("<b>imaging</b>"), c["modality"], c["min_instances"], c["vendors"], c["date_from"],
-                c["date_to"], c["slice_thickness"], c["contrast"], c["kernel"], c["max_ctdivol_mgy"],
+                c["date_to"], c["slice_thickness"], c["contrast"], c["kernel"], c["sequence"],
+                c["max_ctdivol_mgy"],
                 widgets.HTML("<b>EHR</b>"), c["age"], c["outcome_known"],
                 widgets.HTML("<b>reports</b>"), c["min_baseline_nodule_mm"], c["nodule_change"],
                 widgets.HBox([self.save_button, self.message]),

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from pacs_workbench.dicom.schema import ROW_SCHEMA
 
-SCHEMA_VERSION = "2"  # 2: dose columns of X-Ray Radiation Dose SRs
+SCHEMA_VERSION = "3"  # 2: dose columns of X-Ray Radiation Dose SRs; 3: MR acquisition columns
 INSTANCES_FILE = "instances.parquet"
 ERRORS_FILE = "errors.parquet"
 VERSION_KEY = b"pacs_workbench.cohort.index.schema_version"

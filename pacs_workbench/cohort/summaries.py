@@ -22,6 +22,20 @@ def distribution_table(cohort: pd.DataFrame, column: str) -> pd.DataFrame:
     return table.sort_values("series", ascending=False)
 
 
+#: What a cohort's make-up is shown by: kernel and slice thickness for CT; field strength and receive coil for MR.
+DISTRIBUTION_COLUMNS = {
+    "CT": ["Manufacturer", "kernel_norm", "thickness_bin", "contrast"],
+    "MR": ["Manufacturer", "MagneticFieldStrength", "ReceiveCoilName", "sequence_norm"],
+}
+
+
+def distribution_columns(cohort: pd.DataFrame) -> list[str]:
+    """The columns to show a cohort's make-up by (:data:`DISTRIBUTION_COLUMNS`; the CT ones unless all MR)."""
+    modalities = set(cohort["Modality"].dropna().astype(str).str.upper()) if "Modality" in cohort.columns else set()
+    columns = DISTRIBUTION_COLUMNS["MR" if modalities == {"MR"} else "CT"]
+    return [c for c in columns if c in cohort.columns]
+
+
 def harmonization_table(series: pd.DataFrame, raw: str, normalized: str) -> pd.DataFrame:
     """Series counts of a normalized column per value of a coded raw column.
 

@@ -23,6 +23,13 @@ values it read:
     ``"soft"`` or ``"sharp"`` reconstruction kernel, per vendor.
 ``slice_thickness_norm``
     (0018,0050) Slice Thickness bin: ``"<=1.5 mm"``, ``"1.5-3 mm"``, ``">3 mm"``.
+``sequence_norm``, ``sequence_source``, ``sequence_conflict``
+    MR sequence type, ``T1``, ``T1C`` (T1 after contrast), ``T2``, ``FLAIR``, ``DWI`` or ``ADC``,
+    from the acquisition attributes first (:func:`classify_sequence`: (0008,0008) Image Type,
+    (0018,9087) Diffusion b-Value, (0008,9209) Acquisition Contrast, (0018,0020) Scanning
+    Sequence, (0018,9008) Echo Pulse Sequence, TR/TE/TI and the contrast evidence), the
+    descriptions only when the attributes do not decide; the source names what decided, and a
+    description saying otherwise is flagged.
 
 The mappings are CSV tables in ``pacs_workbench/cohort/data/vocab/`` (regular expressions, first
 match wins). Users extend them with their own CSVs of the same columns in a folder
@@ -47,7 +54,9 @@ TABLES = {
     "body_part": ("pattern", "radlex_id", "radlex_term"),
     "protocol": ("modality", "pattern", "protocol_norm", "radlex_id", "contrast"),
     "kernel": ("manufacturer", "pattern", "kernel_class"),
+    "sequence": ("modality", "pattern", "sequence"),
 }
+SEQUENCE_TYPES = ("T1", "T1C", "T2", "FLAIR", "DWI", "ADC")
 THICKNESS_EDGES = (1.5, 3.0)
 THICKNESS_LABELS = ("<=1.5 mm", "1.5-3 mm", ">3 mm")
 NORM_COLUMNS = (
@@ -61,6 +70,9 @@ NORM_COLUMNS = (
     "contrast_conflict",
     "kernel_norm",
     "slice_thickness_norm",
+    "sequence_norm",
+    "sequence_source",
+    "sequence_conflict",
 )
 
 _SEPARATORS = re.compile(r"[_\-/,.+^]+")
@@ -123,6 +135,13 @@ def _read_table(path: Path | Any, name: str) -> list[_Rule]:
                     _compile(row["modality"] or ".*", where),
                 )
             )
+        elif name == "sequence":
+            sequence = row["sequence"].strip().upper()
+            if sequence not in SEQUENCE_TYPES:
+                raise VocabularyError(f"{where}: sequence must be one of {', '.join(SEQUENCE_TYPES)}, not {sequence!r}")
+            rules.append(
+                _Rule(_compile(row["pattern"], where), (sequence,), _compile(row["modality"] or ".*", where))
+            )
         else:
             kernel_class = row["kernel_class"].strip().lower()
             if kernel_class not in ("soft", "sharp"):
@@ -149,8 +168,8 @@ def _load_rules(user_dir: str | None, _stamp: tuple[Any, ...] = ()) -> dict[str,
 
 
 def load_rules(user_tables: str | os.PathLike[str] | None = None) -> dict[str, list[_Rule]]:
-    """The mapping rules: user tables (``body_part.csv``, ``protocol.csv``, ``kernel.csv`` in
-    ``user_tables``, any subset) first, then the package's.
+    """The mapping rules: user tables (``body_part.csv``, ``protocol.csv``, ``kernel.csv``,
+    ``sequence.csv`` in ``user_tables``, any subset) first, then the package's.
 
     Raises
     ------
@@ -290,6 +309,101 @@ def bin_slice_thickness(thickness: Any) -> str | None:
     return THICKNESS_LABELS[2]
 
 
+# MR post-contrast tokens of a description whose separators are spaces ("t1_se_tra_KM", "T1WI_SE_AX+C").
+_POST_CONTRAST = re.compile(r"\+ ?C\b|\bC\+|\bKM\b|\bPOST\b|\bGD\b|\bGADO(LINIUM)?\b|\bCE\b|\bCONTRAST\b|\bENHANCED\b")
+_MR_SEPARATORS = re.compile(r"[_\-/,.^]+")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(_text(value).split("\\")[0])
+    except ValueError:
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _weighting_from_attributes(
+    image_type: set[str], scanning: set[str], echo_pulse: str, acquisition_contrast: str,
+    tr: float | None, te: float | None, ti: float | None, b_value: float | None,
+) -> tuple[str | None, str | None]:
+    """``(type, deciding attribute)`` from acquisition attributes alone (T1 never T1C here)."""
+    if "ADC" in image_type:
+        return "ADC", "ImageType"
+    if b_value is not None and b_value > 0:
+        return "DWI", "DiffusionBValue"
+    if acquisition_contrast == "DIFFUSION" or image_type & {"DIFFUSION", "TRACEW", "TRACE"}:
+        return "DWI", "AcquisitionContrast" if acquisition_contrast == "DIFFUSION" else "ImageType"
+    flavor = {"T1": "T1", "T2": "T2", "FLUID_ATTENUATED": "FLAIR"}.get(acquisition_contrast)
+    if flavor is not None:
+        return flavor, "AcquisitionContrast"
+    derived = "DERIVED" in image_type
+    if "EP" in scanning and not derived and te is not None and te >= 50 and (tr is None or tr >= 2000):
+        return "DWI", "ScanningSequence"  # spin-echo EPI of a routine brain protocol: the diffusion trace
+    if te is None:
+        return None, None
+    inversion = "IR" in scanning or (ti is not None and ti > 0)
+    gradient = "GR" in scanning or echo_pulse == "GRADIENT"
+    if inversion and ti is not None and ti >= 1500 and te >= 60:
+        return "FLAIR", "InversionTime"
+    if gradient and te < 10 and ((tr is not None and tr < 50) or (ti is not None and 300 <= ti <= 1300)):
+        return "T1", "EchoTime"  # spoiled or IR-prepared 3D gradient echo (MPRAGE, BRAVO, TFE)
+    if tr is None:
+        return None, None
+    if te < 30 and tr < 1000 and not inversion:
+        return "T1", "RepetitionTime"
+    if te >= 60 and tr >= 2000 and not inversion:
+        return "T2", "RepetitionTime"
+    return None, None
+
+
+def classify_sequence(
+    modality: Any, image_type: Any, scanning_sequence: Any, echo_pulse: Any, acquisition_contrast: Any,
+    repetition_time: Any, echo_time: Any, inversion_time: Any, b_value: Any, contrast: str | None,
+    protocol: Any, description: Any, *, rules: list[_Rule],
+) -> tuple[str | None, str | None, bool]:
+    """MR sequence type ``(T1|T1C|T2|FLAIR|DWI|ADC or None, deciding source, descriptions disagree)``.
+
+    Attributes decide first, the strongest first: (0008,0008) Image Type ``ADC``; (0018,9087)
+    Diffusion b-Value > 0 or ``DIFFUSION`` in Image Type or (0008,9209) Acquisition Contrast;
+    Acquisition Contrast ``T1``/``T2``/``FLUID_ATTENUATED`` of enhanced images; spin-echo EPI
+    in (0018,0020) Scanning Sequence; then TR/TE/TI: an inversion with TI >= 1500 ms and
+    TE >= 60 ms is FLAIR, a gradient echo with TE < 10 ms and TR < 50 ms or an inversion
+    preparation (TI 300-1300 ms) is T1 (MPRAGE, BRAVO, 3D TFE), TE < 30 ms with TR < 1000 ms
+    is T1, TE >= 60 ms with TR >= 2000 ms is T2. Only when they do not decide, the description
+    table (``sequence.csv``: Series Description, then Protocol Name). A T1 becomes ``T1C`` when
+    ``contrast`` is ``"yes"`` or the description says post-contrast (``+C``, ``KM``, ``POST``,
+    ``GD``...). Non-MR series give ``(None, None, False)``.
+    """
+    if _text(modality).upper() != "MR":
+        return None, None, False
+    flavor = {v.strip().upper() for v in _text(image_type).split("\\")}
+    if "LOCALIZER" in flavor:
+        return None, None, False
+    scanning = {v.strip().upper() for v in _text(scanning_sequence).split("\\")}
+    kind, source = _weighting_from_attributes(
+        flavor, scanning, _text(echo_pulse).upper(), _text(acquisition_contrast).upper(),
+        _number(repetition_time), _number(echo_time), _number(inversion_time), _number(b_value),
+    )  # fmt: skip
+    texts = {column: _MR_SEPARATORS.sub(" ", _text(value).upper()) for column, value in
+             (("SeriesDescription", description), ("ProtocolName", protocol))}  # fmt: skip
+    described: tuple[str | None, str | None] = (None, None)
+    for column, text in texts.items():
+        match = next((r.values[0] for r in rules if text and (r.guard is None or r.guard.fullmatch("MR"))
+                      and r.pattern.fullmatch(_SPACES.sub(" ", text).strip())), None)  # fmt: skip
+        if match is not None:
+            described = (match, column)
+            break
+    conflict = False
+    if kind is None:
+        kind, source = described
+    elif described[0] is not None:
+        conflict = described[0].replace("T1C", "T1") != kind.replace("T1C", "T1")
+    if kind in ("T1", "T1C"):
+        post = contrast == "yes" or bool(_POST_CONTRAST.search(texts["SeriesDescription"]))
+        kind = "T1C" if post or kind == "T1C" else "T1"
+    return kind, source, conflict
+
+
 # --- tables ------------------------------------------------------------------------------------
 
 _NON_IMAGE = {"SEG", "RTSTRUCT", "SR", "KO", "PR"}
@@ -305,11 +419,21 @@ _INPUTS = (
     "ContrastBolusRoute",
     "ConvolutionKernel",
     "SliceThickness",
+    "ImageType",
+    "ScanningSequence",
+    "EchoPulseSequence",
+    "AcquisitionContrast",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "DiffusionBValue",
+    "contrast",
 )
 
 
 def _normalize_row(values: tuple[Any, ...], rules: dict[str, list[_Rule]]) -> tuple[Any, ...]:
-    modality, maker, body, protocol, description, agent, route, kernel, thickness = values
+    modality, maker, body, protocol, description, agent, route, kernel, thickness = values[:9]
+    image_type, scanning, echo_pulse, acquisition_contrast, tr, te, ti, b_value, flagged = values[9:]
     body_term, body_id, body_source = map_body_part(body, protocol, description, rules=rules["body_part"])
     proto_term, proto_id, implied = map_protocol(modality, protocol, description, rules=rules["protocol"])
     contrast, contrast_source, conflict = detect_contrast(agent, route, protocol, description, implied)
@@ -323,6 +447,15 @@ def _normalize_row(values: tuple[Any, ...], rules: dict[str, list[_Rule]]) -> tu
         # Weakest evidence, named as such: the Contrast/Bolus module is present only when
         # contrast was used, and nothing in the descriptions says otherwise.
         contrast, contrast_source = "no", "no contrast attributes"
+    if _text(flagged).lower() == "true" and contrast != "yes" and _text(modality).upper() == "MR":
+        # The index found contrast where the vocabulary reads none (an enhanced MR image's agent code).
+        contrast, contrast_source = "yes", "contrast attributes"
+    sequence, sequence_source, sequence_conflict = classify_sequence(
+        modality, image_type, scanning, echo_pulse, acquisition_contrast, tr, te, ti, b_value, contrast,
+        protocol, description, rules=rules["sequence"],
+    )  # fmt: skip
+    if sequence == "T1C" and contrast != "yes":
+        contrast, contrast_source = "yes", f"{sequence_source or 'SeriesDescription'} (post-contrast T1)"
     return (
         body_term,
         body_id,
@@ -334,6 +467,9 @@ def _normalize_row(values: tuple[Any, ...], rules: dict[str, list[_Rule]]) -> tu
         conflict,
         classify_kernel(maker, kernel, rules=rules["kernel"]),
         bin_slice_thickness(thickness),
+        sequence,
+        sequence_source,
+        sequence_conflict,
     )
 
 
@@ -350,7 +486,8 @@ def normalize_series(df: pd.DataFrame, *, user_tables: str | os.PathLike[str] | 
     Returns
     -------
     pandas.DataFrame
-        A copy of ``df`` with :data:`NORM_COLUMNS` added (``None`` where nothing matched).
+        A copy of ``df`` with :data:`NORM_COLUMNS` added (``None`` where nothing matched; the
+        ``*_conflict`` flags are booleans).
     """
     rules = load_rules(user_tables)
     out = df.copy()
@@ -361,8 +498,13 @@ def normalize_series(df: pd.DataFrame, *, user_tables: str | os.PathLike[str] | 
     results = [cache[key] for key in keys]
     for i, column in enumerate(NORM_COLUMNS):
         values = [r[i] for r in results]
-        out[column] = pd.Series(values, index=df.index, dtype="boolean" if column == "contrast_conflict" else object)
+        flag = column in ("contrast_conflict", "sequence_conflict")
+        out[column] = pd.Series(values, index=df.index, dtype="boolean" if flag else object)
     return out
+
+
+def _column_or_none(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df.columns else pd.Series(None, index=df.index, dtype=object)
 
 
 def unmapped_report(df: pd.DataFrame, *, show_values: bool = True) -> pd.DataFrame:
@@ -381,7 +523,9 @@ def unmapped_report(df: pd.DataFrame, *, show_values: bool = True) -> pd.DataFra
     pandas.DataFrame
         ``field``, ``raw_value`` (when shown), ``n_rows``; one row per unmapped value
         (``field`` one of body_part, protocol, contrast, contrast_conflict, kernel,
-        slice_thickness), most frequent first.
+        slice_thickness, sequence (an MR image series whose attributes and descriptions name no
+        sequence type), sequence_conflict (a description naming another type than the
+        attributes)), most frequent first.
     """
     if "body_part_norm" not in df.columns:
         raise ValueError("unmapped_report needs the output of normalize_series")
@@ -393,6 +537,11 @@ def unmapped_report(df: pd.DataFrame, *, show_values: bool = True) -> pd.DataFra
         col("ContrastBolusAgent") + " | " + col("ContrastBolusRoute") + " | " + col("ProtocolName")
         + " | " + col("SeriesDescription")
     )
+    sequence_raw = (
+        col("ImageType") + " | " + col("ScanningSequence") + " | TR " + col("RepetitionTime") + " TE "
+        + col("EchoTime") + " TI " + col("InversionTime") + " b " + col("DiffusionBValue") + " | "
+        + col("SeriesDescription")
+    )
     raw = {
         "body_part": col("BodyPartExamined").where(
             col("BodyPartExamined") != "", "(empty) " + col("SeriesDescription")
@@ -402,16 +551,22 @@ def unmapped_report(df: pd.DataFrame, *, show_values: bool = True) -> pd.DataFra
         "contrast_conflict": contrast_raw,
         "kernel": col("Manufacturer") + " | " + col("ConvolutionKernel"),
         "slice_thickness": col("SliceThickness"),
+        "sequence": sequence_raw,
+        "sequence_conflict": sequence_raw,
     }
     # Anatomy, contrast and kernel mean nothing for segmentations, reports, localizers.
     images = ~col("Modality").str.upper().isin(_NON_IMAGE) & ~df["protocol_norm"].isin(_NO_CONTRAST_PROTOCOLS)
     unmapped = {
         "body_part": df["body_part_norm"].isna() & images,
-        "protocol": df["protocol_norm"].isna(),
+        # An MR series' protocol name is often its sequence's ("t2_tse_tra_p2"): the sequence type is its term.
+        "protocol": df["protocol_norm"].isna() & ~(_column_or_none(df, "sequence_norm").notna()),
         "contrast": df["contrast_norm"].isna() & images,
         "contrast_conflict": df["contrast_conflict"].fillna(False).astype(bool),
         "kernel": df["kernel_norm"].isna() & (col("ConvolutionKernel") != "") & images,
         "slice_thickness": df["slice_thickness_norm"].isna() & (col("SliceThickness") != ""),
+        "sequence": _column_or_none(df, "sequence_norm").isna() & images & (col("Modality").str.upper() == "MR")
+        & ~col("ImageType").str.upper().str.contains("LOCALIZER"),
+        "sequence_conflict": _column_or_none(df, "sequence_conflict").fillna(False).astype(bool),
     }
     frames = []
     for name, mask in unmapped.items():

@@ -3,7 +3,9 @@
 An instance row is what the workbench knows of one DICOM instance from its header:
 ``path`` (a file, or a PACS URL), ``file_size``, ``mtime_ns``, the attributes of
 :data:`ATTRIBUTES` under their keywords, the derived ``contrast`` flag, the
-``TransferSyntaxUID`` and the dose columns of X-Ray Radiation Dose SRs (:data:`ROW_SCHEMA`).
+``TransferSyntaxUID`` and the dose columns of X-Ray Radiation Dose SRs (:data:`ROW_SCHEMA`); an
+enhanced multi-frame image's empty geometry, MR timing and contrast columns are filled from its
+functional groups (:func:`pacs_workbench.dicom.multiframe.fill_enhanced`).
 :func:`dataset_to_row` and :func:`values_to_row` build rows the same way for files crawled
 from a folder and for instances queried from a PACS, with the coercers of :mod:`pacs_workbench.dicom.attributes`.
 """
@@ -19,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from pacs_workbench.dicom.attributes import to_float, to_floats, to_int, to_text
 from pacs_workbench.dicom.dose import DOSE_COLUMNS, is_dose_sr, read_ct_dose
+from pacs_workbench.dicom.multiframe import fill_enhanced, is_enhanced_image
 from pacs_workbench.dicom.read import UnidentifiedDicomError, is_valid_uid, tags_for_keywords
 from pacs_workbench.dicom.values import dataset_values
 
@@ -67,6 +70,20 @@ ATTRIBUTES: tuple[tuple[str, str, pa.DataType], ...] = (
     ("ImageOrientationPatient", "floats", pa.list_(pa.float64())),
     ("SliceLocation", "float", pa.float64()),
     ("BurnedInAnnotation", "str", pa.string()),
+    # MR acquisition: what the vocabulary normalizes the sequence type from (enhanced images: from
+    # their functional groups, :mod:`pacs_workbench.dicom.multiframe`).
+    ("ScanningSequence", "str", pa.string()),
+    ("SequenceVariant", "str", pa.string()),
+    ("SequenceName", "str", pa.string()),
+    ("EchoPulseSequence", "str", pa.string()),
+    ("AcquisitionContrast", "str", pa.string()),
+    ("RepetitionTime", "float", pa.float64()),
+    ("EchoTime", "float", pa.float64()),
+    ("InversionTime", "float", pa.float64()),
+    ("FlipAngle", "float", pa.float64()),
+    ("DiffusionBValue", "float", pa.float64()),
+    ("MagneticFieldStrength", "float", pa.float64()),
+    ("ReceiveCoilName", "str", pa.string()),
     ("NumberOfFrames", "int", pa.int64()),
 )
 #: DICOM keywords stored as columns of an instance row (besides the derived ones).
@@ -194,4 +211,7 @@ def dataset_to_row(ds: Dataset, path: str, size: int | None = None, mtime_ns: in
     # A dose SR's content tree comes with it (WADO-RS metadata, a file); a C-FIND answer has none.
     if is_dose_sr(row["SOPClassUID"]) and "ContentSequence" in ds:
         row.update(read_ct_dose(ds))
+    # An enhanced image's geometry and MR timing come with it (WADO-RS metadata, a file), not with C-FIND.
+    if is_enhanced_image(row["SOPClassUID"]) and "SharedFunctionalGroupsSequence" in ds:
+        fill_enhanced(row, ds)
     return row

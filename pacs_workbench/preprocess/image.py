@@ -70,8 +70,11 @@ class PreprocessParams:
     normalization
         ``none``, ``zscore`` or ``percentile`` (maps the two ``normalization_percentiles`` to 0 and 1).
     normalization_region
-        Voxels the statistics come from: ``foreground`` (Otsu), ``image`` or ``mask``; always the
-        whole native image, so they do not depend on the crop.
+        Voxels the statistics come from: ``body`` (the body or brain: Otsu foreground, its largest
+        connected component with holes filled, so dark tissue inside the head such as fluid and
+        the lesion's necrosis counts and air and noise do not; the region for MR z-scores),
+        ``foreground`` (Otsu voxels alone), ``image`` or ``mask``; always the whole native image,
+        so they do not depend on the crop.
     normalize_modalities
         Modalities normalization applies to (default MR; CT keeps HU).
     denoise
@@ -132,7 +135,7 @@ class PreprocessParams:
             "mask_interpolator": ("linear", "nearest"),
             "grid_alignment": ("center", "corner"),
             "normalization": ("none", "zscore", "percentile"),
-            "normalization_region": ("foreground", "image", "mask"),
+            "normalization_region": ("body", "foreground", "image", "mask"),
             "denoise": ("none", "curvature_flow", "median"),
             "bias_field": ("none", "n4"),
         }
@@ -316,6 +319,28 @@ def _n4(image: sitk.Image, params: PreprocessParams) -> tuple[sitk.Image, dict[s
     }
 
 
+def body_mask(image: sitk.Image) -> np.ndarray:
+    """The body (for a head: the brain and skull) as a boolean ``(z, y, x)`` array.
+
+    Otsu's threshold separates tissue from air and noise; the largest connected component drops
+    isolated noise voxels and the holes, filled in 3-D and slice by slice, give back the dark
+    tissue inside (cerebrospinal fluid, necrosis, cortical bone), so a z-score over it describes
+    the patient, not how much air the field of view held.
+    """
+    from scipy import ndimage
+
+    foreground = sitk.GetArrayFromImage(sitk.OtsuThreshold(sitk.Cast(image, sitk.sitkFloat32), 0, 1, 200)) > 0
+    labels, count = ndimage.label(foreground)
+    if count == 0:
+        return foreground
+    sizes = np.bincount(labels.ravel())[1:]
+    body = labels == (int(np.argmax(sizes)) + 1)
+    body = ndimage.binary_fill_holes(body)
+    for k in range(body.shape[0]):
+        body[k] = ndimage.binary_fill_holes(body[k])
+    return np.asarray(body, dtype=bool)
+
+
 def _normalization_stats(
     image: sitk.Image, mask: sitk.Image, params: PreprocessParams
 ) -> tuple[float, float, dict[str, Any]]:
@@ -323,6 +348,8 @@ def _normalization_stats(
     values = sitk.GetArrayViewFromImage(image)
     if params.normalization_region == "mask":
         region = sitk.GetArrayViewFromImage(mask) > 0
+    elif params.normalization_region == "body":
+        region = body_mask(image)
     elif params.normalization_region == "foreground":
         region = sitk.GetArrayFromImage(sitk.OtsuThreshold(image, 0, 1, 200)) > 0
     else:

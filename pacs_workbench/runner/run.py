@@ -35,6 +35,7 @@ from pacs_workbench.core.params import (
     HOME_ENV,
     NOTEBOOK_DIR,
     PATH_SUFFIXES,
+    ParameterError,
     is_shipped_file,
     load_params,
     notebook_params,
@@ -153,6 +154,7 @@ def run_notebooks(
     params = load_params(params_file)
     run_id = new_run_id()
     base = Path(base_dir).absolute() if base_dir is not None else project_root()
+    prepare_synthetic_data(params, base)
     out = Path(out_dir) if out_dir is not None else base / "reports" / run_id
     chosen = list(notebooks) if notebooks is not None else discover_notebooks()
     provenance = _provenance(run_id, params_file, _input_paths(params, base))
@@ -170,6 +172,37 @@ def run_notebooks(
         provenance["parameters"] = used_params
         write_index(result, provenance, collect_highlights(used_params, base, out))
     return result
+
+
+#: Top-level section of a parameter file asking for a synthetic extract (``data_dir``, ``modality``,
+#: ``patients``, ``seed``), prepared before the notebooks run (:func:`prepare_demo_data`).
+SYNTH_SECTION = "synth"
+
+
+def prepare_synthetic_data(params: dict[str, Any], base: Path) -> Path | None:
+    """Prepare the synthetic extract a parameter file's ``synth`` section asks for (``None``: no section).
+
+    ``notebooks/params/mr.yaml`` runs on a brain MR demo this way: ``synth: {data_dir: data/mr_demo,
+    modality: MR, patients: 40, seed: 0}``. The extract is made once per setting, as the CT demo's.
+    """
+    section = params.get(SYNTH_SECTION)
+    if not section:
+        return None
+    folder = section.get("data_dir") or params.get("shared", {}).get("data_dir")
+    if not folder:
+        raise ParameterError(f"section {SYNTH_SECTION!r} needs a data_dir (or shared.data_dir)")
+    data_dir = Path(project_path(str(folder), root=base) or base / str(folder))
+    made_here = (data_dir / "demo.json").is_file() or (data_dir / ".pacs-workbench-synth.json").is_file()
+    if data_dir.is_dir() and any(data_dir.iterdir()) and not made_here:
+        # Never replace a folder of someone's own data because a parameter file names it.
+        raise ParameterError(
+            f"section {SYNTH_SECTION!r}: {data_dir.name} holds data that no synthetic run made; "
+            "name an empty or new folder"
+        )
+    return prepare_demo_data(
+        data_dir, int(section.get("patients", 40)), int(section.get("seed", 0)),
+        str(section.get("modality", "CT")),
+    )  # fmt: skip
 
 
 def _input_paths(params: dict[str, Any], base: Path) -> list[Path]:
@@ -273,21 +306,25 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def prepare_demo_data(data_dir: Path, patients: int, seed: int) -> Path:
+def prepare_demo_data(data_dir: Path, patients: int, seed: int, modality: str = "CT") -> Path:
     """Generate the synthetic extract and a project key into ``data_dir`` unless already there.
 
-    Returns the key file's path. An extract made with other settings is replaced together with
-    everything derived from it (and its key: synthetic pseudonyms need no continuity).
+    Returns the key file's path. An extract made with other settings (patients, seed, modality)
+    is replaced together with everything derived from it (and its key: synthetic pseudonyms need
+    no continuity).
     """
     from pacs_workbench.core.pseudonym import generate_key
     from pacs_workbench.synth import generate
 
     marker = data_dir / "demo.json"
-    wanted = {"patients": patients, "seed": seed}
+    modality = modality.upper()
+    wanted: dict[str, Any] = {"patients": patients, "seed": seed}
+    if modality != "CT":  # CT extracts keep the marker they always had
+        wanted["modality"] = modality
     current = json.loads(marker.read_text()) if marker.is_file() else None
     if current != wanted:
         shutil.rmtree(data_dir, ignore_errors=True)
-        generate(data_dir, patients=patients, seed=seed)
+        generate(data_dir, patients=patients, seed=seed, modality=modality)
         write_json_atomic(marker, wanted)
     key_file = data_dir / "project.key"
     if not key_file.exists():

@@ -203,6 +203,7 @@ def generate(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
+    modality: str = "CT",
 ) -> dict[str, Any]:
     """Write a synthetic PACS research extract to ``out``.
 
@@ -220,15 +221,23 @@ def generate(
         Parallelism for :func:`pacs_workbench.core.executor.map_items` (default: every core).
     progress
         Show a progress bar.
+    modality
+        ``"CT"`` (chest CT with nodules, the default) or ``"MR"`` (brain MR with a lesion,
+        :mod:`pacs_workbench.synth.mr`).
 
     Returns
     -------
     dict
-        JSON-able summary: output path, seed, patient/study/series/nodule counts, files by
-        kind, total bytes and outcome prevalence. No identifying values.
+        JSON-able summary: output path, seed, patient/study/series/nodule (lesion) counts, files
+        by kind, total bytes and outcome prevalence. No identifying values.
     """
+    modality = modality.upper()
+    if modality not in ("CT", "MR"):
+        raise ValueError(f"modality must be CT or MR, not {modality!r}")
     out = Path(out).resolve()
     _prepare_out(out)
+    if modality == "MR":
+        return _generate_mr(out, patients, seed, workers=workers, scheduler=scheduler, progress=progress)
     plans = plan_cohort(patients, seed)
     tasks = [PatientTask(str(out), plan) for plan in plans]
     results = sorted(
@@ -249,6 +258,60 @@ def generate(
     summary = _summary(out, seed, results, written)
     written.put("truth/README.md", _truth_readme(), "truth")
     written.put("README.md", _readme(summary), "readme")
+    summary["files"] = dict(sorted(written.files.items()))
+    summary["bytes"] = written.bytes
+    summary["stale_removed"] = _remove_stale(out, written.keep)
+    return summary
+
+
+def _generate_mr(
+    out: Path, patients: int, seed: int, *, workers: int | None, scheduler: str | None, progress: bool
+) -> dict[str, Any]:
+    """:func:`generate` for a brain MR extract (:mod:`pacs_workbench.synth.mr`)."""
+    from pacs_workbench.synth.mr import (
+        MR_TRUTH_README,
+        MRPatientTask,
+        mr_readme,
+        mr_summary_counts,
+        mr_tables,
+        write_mr_patient,
+    )
+    from pacs_workbench.synth.mr_plan import plan_mr_cohort
+
+    tasks = [MRPatientTask(str(out), plan) for plan in plan_mr_cohort(patients, seed)]
+    results = sorted(
+        map_items(write_mr_patient, tasks, workers=workers, scheduler=scheduler, desc="synth MR patients",
+                  total=len(tasks), progress=progress),
+        key=lambda r: r["index"],
+    )  # fmt: skip
+    errors = [r["error"] for r in results if r["error"]]
+    if errors:
+        raise RuntimeError(f"{len(errors)} patient(s) could not be written: " + "; ".join(errors[:5]))
+    written = _Written(out)
+    for r in results:
+        written.files.update(r["files"])
+        written.bytes += r["bytes"]
+        written.keep.update(r["paths"])
+        written.phi.update(r["phi"])
+    for rel, text in mr_tables(results, _csv_text).items():
+        written.put(rel, text, "csv" if rel.startswith("ehr/") else "truth")
+    written.put("truth/phi_values.txt", "".join(f"{v}\n" for v in sorted(written.phi)), "truth")
+    imaging = [r for r in results if r["patient"]["has_imaging"]]
+    summary: dict[str, Any] = {
+        "out": str(out),
+        "seed": seed,
+        "patients": len(imaging),
+        "patients_total": len(results),
+        "patients_with_ehr": sum(1 for r in results if r["ehr"] is not None),
+        "ehr_only": sum(1 for r in results if not r["patient"]["has_imaging"]),
+        "imaging_only": sum(1 for r in imaging if not r["patient"]["has_ehr"]),
+        **mr_summary_counts(results),
+        "outcome_prevalence": round(float(np.mean([r["patient"]["outcome"] for r in imaging])), 4),
+        "phi_values": len(written.phi),
+        "files": dict(sorted(written.files.items())),
+    }
+    written.put("truth/README.md", MR_TRUTH_README, "truth")
+    written.put("README.md", mr_readme(summary), "readme")
     summary["files"] = dict(sorted(written.files.items()))
     summary["bytes"] = written.bytes
     summary["stale_removed"] = _remove_stale(out, written.keep)

@@ -171,3 +171,39 @@ def test_ibsi_phantom_resampling_matches_reference_values(
     )
     mean = float(array_of(image)[array_of(intensity).astype(bool)].mean())
     assert abs(mean - reference.loc["Q4LE", "value"]) <= reference.loc["Q4LE", "tolerance"]
+
+
+def test_mr_zscore_within_the_body_mask_ignores_air_and_counts_dark_tissue_inside() -> None:
+    """A head in a field of air: the body region's z-score does not depend on how much air there is."""
+    from pacs_workbench.preprocess.image import body_mask
+
+    def head(fov: int) -> sitk.Image:
+        z, y, x = np.mgrid[0:12, 0:fov, 0:fov].astype(float)
+        c = (fov - 1) / 2.0
+        r2 = ((x - c) / 20.0) ** 2 + ((y - c) / 24.0) ** 2 + ((z - 5.5) / 8.0) ** 2
+        array = np.where(r2 <= 1.0, 800.0, 0.0)
+        array[r2 <= 0.15] = 150.0  # dark fluid inside the head still belongs to it
+        array += np.random.default_rng(0).normal(0.0, 15.0, array.shape)
+        image = sitk.GetImageFromArray(np.abs(array).astype(np.float32))
+        image.SetSpacing((1.0, 1.0, 3.0))
+        return image
+
+    small, large = head(56), head(96)
+    region = body_mask(small)
+    assert region[5, 27, 27] and not region[0, 0, 0]  # the dark core is inside, the corner air is not
+    mask = sitk.Image(small.GetSize(), sitk.sitkUInt8)
+    mask.CopyInformation(small)
+    mask[27, 27, 5] = 1
+    params = {"normalization": "zscore", "normalization_region": "body", "target_spacing_mm": None,
+              "crop_margin_mm": None}  # fmt: skip
+    _, _, info_small = preprocess_image(small, mask, params, modality="MR")
+    large_mask = sitk.Image(large.GetSize(), sitk.sitkUInt8)
+    large_mask.CopyInformation(large)
+    large_mask[47, 47, 5] = 1
+    _, _, info_large = preprocess_image(large, large_mask, params, modality="MR")
+    stats = [next(s for s in info["steps"] if s["step"] == "normalize") for info in (info_small, info_large)]
+    assert stats[0]["region"] == "body"
+    assert stats[0]["mean"] == pytest.approx(stats[1]["mean"], rel=0.02)
+    assert stats[0]["std"] == pytest.approx(stats[1]["std"], rel=0.05)
+    with pytest.raises(ValueError, match="normalization_region"):
+        PreprocessParams(normalization_region="skull")

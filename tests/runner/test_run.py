@@ -152,3 +152,22 @@ def test_progress_line_is_rewritten_in_place_on_a_terminal() -> None:
     assert screen.getvalue().count("\n") == 1
     assert screen.getvalue().split("\r\x1b[K")[2].startswith("01_cohort  cell 2 of 12  0 s")
     assert [format_elapsed(s) for s in (4.2, 185, 3725)] == ["4 s", "3 min 05 s", "1 h 02 min"]
+
+
+def test_synth_section_prepares_the_extract_once_and_never_replaces_other_data(tmp_path: Path) -> None:
+    from pacs_workbench.core.params import ParameterError
+
+    params = {"synth": {"data_dir": "mr", "modality": "MR", "patients": 1, "seed": 4}, "shared": {}}
+    key = runner.prepare_synthetic_data(params, tmp_path)
+    assert key is not None and key.is_file()
+    marker = json.loads((tmp_path / "mr" / "demo.json").read_text())
+    assert marker == {"patients": 1, "seed": 4, "modality": "MR"}
+    before = (tmp_path / "mr" / "truth" / "series.csv").stat().st_mtime_ns
+    runner.prepare_synthetic_data(params, tmp_path)  # same settings: kept as it is
+    assert (tmp_path / "mr" / "truth" / "series.csv").stat().st_mtime_ns == before
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "study.dcm").write_bytes(b"someone's data")
+    with pytest.raises(ParameterError, match="no synthetic run made"):
+        runner.prepare_synthetic_data({"synth": {"data_dir": "own", "modality": "MR"}}, tmp_path)
+    assert (tmp_path / "own" / "study.dcm").read_bytes() == b"someone's data"
+    assert runner.prepare_synthetic_data({"shared": {}}, tmp_path) is None
