@@ -62,16 +62,20 @@ Outputs (in DIR, each file written atomically)
     ``r{repeat}_f{fold}_test.parquet``: the exact booster input for the test fold (harmonized
     when ComBat is on): ``row_index``, ``case_id`` and ``feature_columns``.
     ``folds.parquet``: one row per (repeat, fold) with the file names and sizes.
+``cache/folds/`` (``cache_dir``)
+    Every fold's result and the package's final model, named by the content hash of the table and
+    the settings (:mod:`pacs_workbench.radiomics.fold_cache`): a rerun with nothing changed fits nothing,
+    and its summary's ``cache`` record says how many folds were fitted and how many read back.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -84,6 +88,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pacs_workbench.core.executor import map_items
+from pacs_workbench.radiomics import fold_cache
 from pacs_workbench.radiomics import metrics as perf
 from pacs_workbench.radiomics.card import added_value_statement
 from pacs_workbench.radiomics.outputs import fold_records, write_fold_models, write_results
@@ -92,6 +97,7 @@ from pacs_workbench.radiomics.table import ModelingError, label_at_horizon, read
 from pacs_workbench.radiomics.transformers import ClinicalEncoder, LogitRecalibrator, RadiomicsPreprocessor
 
 FloatArray = NDArray[np.float64]
+T = TypeVar("T")
 
 # Small-data LightGBM: shallow trees, strong L2, row and column subsampling, a few hundred
 # trees with a small learning rate. The grid varies depth (stumps: an additive model) and an
@@ -403,6 +409,8 @@ def run_modeling(
     save_models: bool = True,
     package: PackageSources | None = None,
     save_package: bool = True,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Fit, validate and document the models; write metrics, predictions, model card and folds.
 
@@ -421,11 +429,17 @@ def run_modeling(
     package, save_package
         Write ``package/``: the final model fitted on every case (:mod:`pacs_workbench.radiomics.package`),
         freezing the parameter files and cohort folder of ``package`` (``None``: recorded as absent).
+    cache, cache_dir
+        Reuse fold results (and the package's final model) cached by the content hash of the table and
+        the settings (:mod:`pacs_workbench.radiomics.fold_cache`), in ``cache_dir`` (default ``<out_dir>/cache``):
+        a rerun with nothing changed fits nothing. ``cache=False`` neither reads nor writes it.
 
     Returns
     -------
     dict
-        The summary: ``auc``, ``auc_ci``, ``n``, ``n_events``, per-model AUCs, warnings, paths.
+        The summary: ``auc``, ``auc_ci``, ``n``, ``n_events``, per-model AUCs, warnings, paths, and
+        ``cache``: ``folds`` (outer folds of the run), ``fitted`` and ``from_cache`` (how many of them were
+        fitted now and how many read back), ``final_model`` (``"fitted"``, ``"cached"`` or ``"not fitted"``).
     """
     frame = table if isinstance(table, pd.DataFrame) else read_table(table)
     data, counts, features, clinical = _prepare(frame, config)
@@ -438,9 +452,11 @@ def run_modeling(
     input_cols = list(dict.fromkeys([*features, *([config.batch] if config.batch else []), *clinical]))
     y = data["_label"].to_numpy().astype(np.int64)
     groups = data[config.group].astype(str).to_numpy()
+    store = FoldStore.open(out, data[input_cols], y, groups, config, features, clinical, cache, cache_dir)
     results = _fit_folds(
-        data[input_cols], y, groups, config, features, clinical, workers=workers, scheduler=scheduler, progress=progress
-    )
+        data[input_cols], y, groups, config, features, clinical, workers=workers, scheduler=scheduler,
+        progress=progress, store=store,
+    )  # fmt: skip
 
     row_index = data["_row_index"].to_numpy()
     names = [m for m in MODEL_NAMES if m in results[0]["probs"]]
@@ -451,9 +467,13 @@ def run_modeling(
         write_fold_models(out / "models", results, row_index, case_ids, input_cols)
     write_results(out, predictions, metrics)
     if save_package:
-        pipe, grid = build_models(config, features, clinical, config.random_state)["lightgbm"]
-        final = fit_final_model(pipe, grid, data[input_cols], y, groups, inner_folds=config.inner_folds,
-                                random_state=config.random_state, recalibrate=config.recalibrate)
+        final = store.final_model(
+            lambda: fit_final_model(
+                *build_models(config, features, clinical, config.random_state)["lightgbm"], data[input_cols], y,
+                groups, inner_folds=config.inner_folds, random_state=config.random_state,
+                recalibrate=config.recalibrate,
+            )
+        )
         roles = {"features": features, "clinical": clinical, "batch": config.batch, "label": config.label,
                  "group": config.group, "id_col": id_col}
         write_package(out / "package", final, data[input_cols], roles, metrics, package)
@@ -465,6 +485,7 @@ def run_modeling(
         "models": {name: metrics["models"][name]["auc"] for name in names},
         "warnings": notes,
         "out": str(out),
+        "cache": store.report(),
     }
 
 
@@ -496,26 +517,115 @@ def _fit_folds(
     workers: int | None,
     scheduler: str | None,
     progress: bool,
+    store: FoldStore | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (repeat, outer fold) fitted, sorted; raises :class:`ModelingError` when a fold failed."""
+    """Every (repeat, outer fold) fitted or read from ``store``, sorted.
+
+    Raises :class:`ModelingError` when a fold failed.
+    """
     splits = outer_splits(y, groups, config.outer_folds, config.repeats, config.random_state)
     fold_seeds = np.random.SeedSequence([config.random_state, 1]).generate_state(len(splits))
-    tasks = (
+    tasks = [
         FoldTask(r, f, X, y, groups, tr, te, config, features, clinical, int(seed))
         for (r, f, tr, te), seed in zip(splits, fold_seeds, strict=True)
-    )
-    results = list(
+    ]
+    cached = {(t.repeat, t.fold): hit for t in tasks if store is not None and (hit := store.read(t)) is not None}
+    todo = [t for t in tasks if (t.repeat, t.fold) not in cached]
+    results = list(cached.values())
+    fitted = list(
         map_items(
-            fit_fold, tasks, workers=workers, scheduler=scheduler, desc="model folds",
-            total=len(splits), progress=progress,
+            fit_fold, todo, workers=workers if len(todo) > 1 else 1, scheduler=scheduler, desc="model folds",
+            total=len(todo), progress=progress and bool(todo),
         )
-    )
-    failed = [r for r in results if "error" in r]
+    )  # fmt: skip
+    failed = [r for r in fitted if "error" in r]
     if failed:
         detail = "; ".join(f"repeat {r['repeat']} fold {r['fold']}: {r['error']}" for r in failed[:3])
-        raise ModelingError(f"{len(failed)} of {len(results)} folds failed ({detail})")
+        raise ModelingError(f"{len(failed)} of {len(tasks)} folds failed ({detail})")
+    if store is not None:
+        by_fold = {(t.repeat, t.fold): t for t in tasks}
+        for res in fitted:
+            store.write(by_fold[(res["repeat"], res["fold"])], res)
+        store.finish(tasks)
+    results += fitted
     results.sort(key=lambda r: (r["repeat"], r["fold"]))
     return results
+
+
+@dataclass
+class FoldStore:
+    """The fold cache of one run (:mod:`pacs_workbench.radiomics.fold_cache`) and what it served.
+
+    ``folder`` ``None`` is a run without cache: nothing is read or written, every fold is fitted.
+    """
+
+    folder: Path | None
+    table: str
+    settings: str
+    fitted: int = 0
+    from_cache: int = 0
+    final: str = "not fitted"
+
+    @classmethod
+    def open(
+        cls,
+        out: Path,
+        X: pd.DataFrame,
+        y: NDArray[np.int64],
+        groups: NDArray[Any],
+        config: ModelingConfig,
+        features: list[str],
+        clinical: list[str],
+        cache: bool,
+        cache_dir: str | os.PathLike[str] | None,
+    ) -> FoldStore:
+        folder = fold_cache.cache_folder(out, cache_dir, "folds") if cache else None
+        table = fold_cache.table_digest(X, y, groups)
+        settings = fold_cache.settings_digest(asdict(config), features, clinical)
+        return cls(folder, table, settings)
+
+    def key(self, task: FoldTask) -> str:
+        return fold_cache.fold_key(self.table, self.settings, task.repeat, task.fold, task.seed, task.train, task.test)
+
+    def read(self, task: FoldTask) -> dict[str, Any] | None:
+        if self.folder is None:
+            return None
+        key = self.key(task)
+        hit = fold_cache.read_entry(fold_cache.entry_path(self.folder, key), key)
+        if hit is not None:
+            self.from_cache += 1
+        return hit
+
+    def write(self, task: FoldTask, result: dict[str, Any]) -> None:
+        self.fitted += 1
+        if self.folder is not None:
+            key = self.key(task)
+            fold_cache.write_entry(fold_cache.entry_path(self.folder, key), key, result)
+
+    def finish(self, tasks: Sequence[FoldTask]) -> None:
+        """Drop the entries of earlier runs that this run did not use (the final model's stays)."""
+        if self.folder is not None:
+            fold_cache.prune(self.folder, [self.key(t) for t in tasks] + [self.final_key()])
+
+    def final_key(self) -> str:
+        return fold_cache.settings_digest({"final": True}, self.table, self.settings)
+
+    def final_model(self, fit: Callable[[], T]) -> T:
+        """The package's final model: read back, or ``fit()`` and stored."""
+        key = self.final_key()
+        path = fold_cache.entry_path(self.folder, key) if self.folder is not None else None
+        if path is not None and (hit := fold_cache.read_entry(path, key)) is not None:
+            self.final = "cached"
+            return hit  # type: ignore[no-any-return]
+        model = fit()
+        self.final = "fitted"
+        if path is not None:
+            fold_cache.write_entry(path, key, model)
+        return model
+
+    def report(self) -> dict[str, Any]:
+        return {"folds": self.fitted + self.from_cache, "fitted": self.fitted, "from_cache": self.from_cache,
+                "final_model": self.final, "folder": str(self.folder) if self.folder else None}  # fmt: skip
 
 
 def _predictions(
