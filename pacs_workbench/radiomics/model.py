@@ -75,7 +75,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -91,10 +91,14 @@ from pacs_workbench.core.executor import map_items
 from pacs_workbench.radiomics import fold_cache
 from pacs_workbench.radiomics import metrics as perf
 from pacs_workbench.radiomics.card import added_value_statement
-from pacs_workbench.radiomics.outputs import fold_records, write_fold_models, write_results
+from pacs_workbench.radiomics.cnn import CropSet, make_crops
+from pacs_workbench.radiomics.outputs import fold_records, write_cnn_models, write_fold_models, write_results
 from pacs_workbench.radiomics.package import PackageSources, fit_final_model, write_package
 from pacs_workbench.radiomics.table import ModelingError, label_at_horizon, read_table, select_feature_columns
 from pacs_workbench.radiomics.transformers import ClinicalEncoder, LogitRecalibrator, RadiomicsPreprocessor
+
+if TYPE_CHECKING:
+    from pacs_workbench.radiomics.deep import DeepConfig, DeepRun
 
 FloatArray = NDArray[np.float64]
 T = TypeVar("T")
@@ -124,7 +128,12 @@ LIGHTGBM_GRID: dict[str, list[Any]] = {
     "prep__select_k": [None, 32],
 }
 LASSO_GRID: dict[str, list[Any]] = {"clf__C": [0.05, 0.2, 1.0]}
-MODEL_NAMES = ("lightgbm", "radiomics_lr", "clinical_lr", "lightgbm_recalibrated")
+MODEL_NAMES = ("lightgbm", "radiomics_lr", "clinical_lr", "lightgbm_recalibrated", "cnn", "hybrid")
+#: Paired AUC comparisons reported when both models ran (``a - b``).
+COMPARISONS = (
+    ("lightgbm", "clinical_lr"), ("lightgbm", "radiomics_lr"), ("radiomics_lr", "clinical_lr"),
+    ("cnn", "lightgbm"), ("hybrid", "lightgbm"), ("hybrid", "cnn"),
+)
 EPV_MINIMUM = 10.0
 
 
@@ -248,6 +257,15 @@ def outer_splits(
     return splits
 
 
+def fold_plan(
+    y: Any, groups: Any, config: ModelingConfig
+) -> list[tuple[int, int, NDArray[np.int64], NDArray[np.int64], int]]:
+    """``(repeat, fold, train positions, test positions, fold seed)``: the outer folds every model is fitted in."""
+    splits = outer_splits(y, groups, config.outer_folds, config.repeats, config.random_state)
+    seeds = np.random.SeedSequence([config.random_state, 1]).generate_state(len(splits))
+    return [(r, f, tr, te, int(seed)) for (r, f, tr, te), seed in zip(splits, seeds, strict=True)]
+
+
 @dataclass
 class FoldTask:
     """One outer fold of one repeat, with everything needed to fit it in another process."""
@@ -265,7 +283,7 @@ class FoldTask:
     seed: int
 
 
-def _fit_one(
+def fit_one(
     name: str, pipe: Pipeline, grid: dict[str, list[Any]], task: FoldTask, inner: StratifiedGroupKFold
 ) -> tuple[Pipeline, dict[str, Any]]:
     X_tr, y_tr, g_tr = task.X.iloc[task.train], task.y[task.train], task.groups[task.train]
@@ -301,7 +319,7 @@ def _fit_fold(task: FoldTask) -> dict[str, Any]:
     fitted: dict[str, Pipeline] = {}
     best: dict[str, dict[str, Any]] = {}
     for name, (pipe, grid) in build_models(task.config, task.features, task.clinical, task.seed).items():
-        model, params = _fit_one(name, pipe, grid, task, inner)
+        model, params = fit_one(name, pipe, grid, task, inner)
         prep = model.steps[0][1]
         # The spy every fold carries: preprocessing saw the training rows and nothing else.
         if getattr(prep, "n_samples_fit_", task.train.size) != task.train.size:
@@ -411,6 +429,7 @@ def run_modeling(
     save_package: bool = True,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    deep: DeepConfig | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit, validate and document the models; write metrics, predictions, model card and folds.
 
@@ -433,21 +452,29 @@ def run_modeling(
         Reuse fold results (and the package's final model) cached by the content hash of the table and
         the settings (:mod:`pacs_workbench.radiomics.fold_cache`), in ``cache_dir`` (default ``<out_dir>/cache``):
         a rerun with nothing changed fits nothing. ``cache=False`` neither reads nor writes it.
+    deep
+        Also train a small 3-D CNN on lesion crops (model ``cnn``) and, with ``hybrid``, LightGBM on the
+        features plus the CNN's embeddings (model ``hybrid``), in the same outer folds
+        (:mod:`pacs_workbench.radiomics.deep`; settings :class:`~pacs_workbench.radiomics.deep.DeepConfig`).
+        The table then needs each case's preprocessed ``image`` and lesion ``mask``; a case without a mask
+        stops the run with :class:`~pacs_workbench.radiomics.cnn.CropError` before anything is fitted.
 
     Returns
     -------
     dict
         The summary: ``auc``, ``auc_ci``, ``n``, ``n_events``, per-model AUCs, warnings, paths, and
         ``cache``: ``folds`` (outer folds of the run), ``fitted`` and ``from_cache`` (how many of them were
-        fitted now and how many read back), ``final_model`` (``"fitted"``, ``"cached"`` or ``"not fitted"``).
+        fitted now and how many read back), ``final_model`` (``"fitted"``, ``"cached"`` or ``"not fitted"``);
+        with ``deep``, ``deep``: the CNN folds trained and read back, seconds, crops padded.
     """
     frame = table if isinstance(table, pd.DataFrame) else read_table(table)
     data, counts, features, clinical = _prepare(frame, config)
+    id_col = config.id_col or ("case_id" if "case_id" in data.columns else None)
+    deep_config, crops = _deep_inputs(deep, data, id_col)  # a case that cannot be cropped stops the run here
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     notes = _check_events_per_variable(counts, len(features) + len(clinical))
 
-    id_col = config.id_col or ("case_id" if "case_id" in data.columns else None)
     case_ids = data[id_col].astype(str).to_numpy() if id_col else data["_row_index"].astype(str).to_numpy()
     input_cols = list(dict.fromkeys([*features, *([config.batch] if config.batch else []), *clinical]))
     y = data["_label"].to_numpy().astype(np.int64)
@@ -457,14 +484,28 @@ def run_modeling(
         data[input_cols], y, groups, config, features, clinical, workers=workers, scheduler=scheduler,
         progress=progress, store=store,
     )  # fmt: skip
+    deep_run = None
+    if deep_config is not None and crops is not None:
+        from pacs_workbench.radiomics.deep import run_deep_folds
+
+        deep_run = run_deep_folds(
+            crops, data[input_cols], y, groups, fold_plan(y, groups, config), config, features, clinical, deep_config,
+            out=out, table_key=store.table, cache=cache, cache_dir=cache_dir, workers=workers, scheduler=scheduler,
+            progress=progress,
+        )  # fmt: skip
+        _join_deep(results, deep_run)
 
     row_index = data["_row_index"].to_numpy()
     names = [m for m in MODEL_NAMES if m in results[0]["probs"]]
     predictions = _predictions(results, names, row_index, case_ids, groups, y)
     metrics = summarize(predictions, names, config, counts, notes, results)
     metrics["folds"] = fold_records(results)
+    if deep_run is not None and deep_config is not None:
+        metrics["deep"] = deep_run.report
+        metrics["settings"]["deep"] = asdict(deep_config)
     if save_models:
         write_fold_models(out / "models", results, row_index, case_ids, input_cols)
+        write_cnn_models(out / "models" / "cnn", deep_run, deep_config, row_index, case_ids)
     write_results(out, predictions, metrics)
     if save_package:
         final = store.final_model(
@@ -485,8 +526,31 @@ def run_modeling(
         "models": {name: metrics["models"][name]["auc"] for name in names},
         "warnings": notes,
         "out": str(out),
-        "cache": store.report(),
+        "cache": store.report() | ({"deep": deep_run.report} if deep_run is not None else {}),
     }
+
+
+def _deep_inputs(
+    deep: DeepConfig | dict[str, Any] | None, data: pd.DataFrame, id_col: str | None
+) -> tuple[DeepConfig | None, CropSet | None]:
+    """The CNN settings and every case's crop (``None``, ``None`` without ``deep``)."""
+    if deep is None:
+        return None, None
+    from pacs_workbench.radiomics.deep import DeepConfig
+
+    config = DeepConfig.coerce(deep)
+    crops = make_crops(data, config.crops(), id_col=id_col or "_row_index", image_col=config.image_col,
+                       mask_col=config.mask_col)  # fmt: skip
+    return config, crops
+
+
+def _join_deep(results: list[dict[str, Any]], deep_run: DeepRun) -> None:
+    """Add the CNN's and the hybrid's test probabilities to LightGBM's fold results (the same folds)."""
+    for res, extra in zip(results, deep_run.results, strict=True):
+        same = (res["repeat"], res["fold"]) == (extra["repeat"], extra["fold"])
+        if not (same and np.array_equal(res["test"], extra["test"]) and np.array_equal(res["train"], extra["train"])):
+            raise GroupLeakError("the CNN's folds differ from LightGBM's: the comparison would not be paired")
+        res["probs"] = {**res["probs"], **extra["probs"]}
 
 
 def _check_events_per_variable(counts: dict[str, Any], n_vars: int) -> list[str]:
@@ -523,11 +587,9 @@ def _fit_folds(
 
     Raises :class:`ModelingError` when a fold failed.
     """
-    splits = outer_splits(y, groups, config.outer_folds, config.repeats, config.random_state)
-    fold_seeds = np.random.SeedSequence([config.random_state, 1]).generate_state(len(splits))
     tasks = [
-        FoldTask(r, f, X, y, groups, tr, te, config, features, clinical, int(seed))
-        for (r, f, tr, te), seed in zip(splits, fold_seeds, strict=True)
+        FoldTask(r, f, X, y, groups, tr, te, config, features, clinical, seed)
+        for r, f, tr, te, seed in fold_plan(y, groups, config)
     ]
     cached = {(t.repeat, t.fold): hit for t in tasks if store is not None and (hit := store.read(t)) is not None}
     todo = [t for t in tasks if (t.repeat, t.fold) not in cached]
@@ -673,15 +735,20 @@ def summarize(
     folds = np.vstack([wide.loc[wide["repeat"] == r, "outer_fold"].to_numpy() for r in repeats])
     models: dict[str, Any] = {}
     boots: dict[str, FloatArray] = {}
+    oof: dict[str, FloatArray] = {}
     for name in names:
-        probs = np.vstack([wide.loc[wide["repeat"] == r, f"prob_{name}"].to_numpy() for r in repeats])
+        oof[name] = np.vstack([wide.loc[wide["repeat"] == r, f"prob_{name}"].to_numpy() for r in repeats])
         models[name], boots[name] = perf.summarize_model(
-            y, probs, folds, boot_w, risk_cutoffs=config.risk_cutoffs
+            y, oof[name], folds, boot_w, risk_cutoffs=config.risk_cutoffs
         )
+    # DeLong assumes independent cases: it applies to one case per patient.
+    independent = bool(first["group"].is_unique)
     comparisons: dict[str, Any] = {}
-    for a, b in [("lightgbm", "clinical_lr"), ("lightgbm", "radiomics_lr"), ("radiomics_lr", "clinical_lr")]:
+    for a, b in COMPARISONS:
         if a in models and b in models:
-            comparisons[f"{a}_vs_{b}"] = perf.compare_auc(boots[a], boots[b], models[a]["auc"], models[b]["auc"])
+            comparisons[f"{a}_vs_{b}"] = perf.compare_auc(boots[a], boots[b], models[a]["auc"], models[b]["auc"]) | {
+                "delong": perf.delong_repeats(y, oof[a], oof[b], independent)
+            }
     main = models["lightgbm"]
     n_features = [r["n_features_after_filter"] for r in results]
     settings = {
