@@ -17,7 +17,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_ALL = REPO / "benchmarks" / "run_all.py"
-BENCHMARKS = ["index", "features", "e2e", "deid", "segment", "synth", "preprocess", "explain", "pacs", "radmlbench"]
+BENCHMARKS = [
+    "index", "features", "e2e", "deid", "segment", "deep", "synth", "preprocess", "explain", "pacs", "radmlbench",
+]  # fmt: skip
 VERDICTS = {"PASS", "MISS", "REPORT", "SKIPPED"}
 
 

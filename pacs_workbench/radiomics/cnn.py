@@ -82,6 +82,7 @@ class CropSet:
     arrays: NDArray[np.float32]
     info: pd.DataFrame
     settings: CropSettings = field(default_factory=CropSettings)
+    seconds: float = 0.0  # what cutting them took
 
 
 def scale_intensity(hu: NDArray[Any]) -> NDArray[np.float32]:
@@ -288,6 +289,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     augment, rotate_degrees, flip, intensity_jitter
         Training-time augmentation: rotations up to ``rotate_degrees`` about each axis, random flips of each
         axis, the image channel scaled by ``1 + U(-j, j)`` and shifted by ``U(-j, j)``.
+    test_time_flips
+        Predict (and embed) as the mean over the crop and its flips along each axis (4 passes).
     random_state
         Seed of the weights, the split, the batches and the augmentation.
     threads
@@ -313,9 +316,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self,
         widths: tuple[int, ...] = (8, 16, 32, 64),
         dropout: float = 0.2,
-        epochs: int = 20,
-        patience: int = 5,
-        batch_size: int = 16,
+        epochs: int = 30,
+        patience: int = 8,
+        batch_size: int = 8,
         learning_rate: float = 3e-3,
         weight_decay: float = 1e-4,
         validation_fraction: float = 0.2,
@@ -323,6 +326,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         rotate_degrees: float = 10.0,
         flip: bool = True,
         intensity_jitter: float = 0.05,
+        test_time_flips: bool = True,
         random_state: int = 0,
         threads: int = 1,
         device: str = "auto",
@@ -339,6 +343,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.rotate_degrees = rotate_degrees
         self.flip = flip
         self.intensity_jitter = intensity_jitter
+        self.test_time_flips = test_time_flips
         self.random_state = random_state
         self.threads = threads
         self.device = device
@@ -449,15 +454,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     # -- prediction --
 
-    @staticmethod
-    def _run(network: Any, X: NDArray[Any], dev: Any, method: str, batch: int = 64) -> NDArray[np.float64]:
+    def _run(self, network: Any, X: NDArray[Any], dev: Any, method: str, batch: int = 64) -> NDArray[np.float64]:
         import torch
 
+        views: list[tuple[int, ...]] = [()]
+        if getattr(self, "test_time_flips", False):
+            views += [(2,), (3,), (4,)]
         outputs = []
         with torch.no_grad():
             for start in range(0, len(X), batch):
                 chunk = torch.as_tensor(np.asarray(X[start : start + batch], dtype=np.float32)).to(dev)
-                out = network.embed(chunk) if method == "embed" else network(chunk)
+                passes = []
+                for axes in views:
+                    view = torch.flip(chunk, dims=list(axes)) if axes else chunk
+                    passes.append(network.embed(view) if method == "embed" else network(view))
+                out = torch.stack(passes).mean(dim=0)
                 outputs.append(out.detach().cpu().numpy().astype(np.float64))
         width = network.embedding_dim if method == "embed" else 1
         return np.concatenate(outputs) if outputs else np.zeros((0, width))

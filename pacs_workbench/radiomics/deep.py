@@ -51,7 +51,7 @@ from pacs_workbench.radiomics.model import (
 from pacs_workbench.radiomics.table import ModelingError
 
 #: Bump when a code change changes what CNN training produces, so older checkpoints are retrained.
-TRAINING_VERSION = "1"
+TRAINING_VERSION = "2"
 EMBEDDING_PREFIX = "cnn_embedding_"
 
 
@@ -64,15 +64,16 @@ class DeepConfig:
     with_mask: bool = True  # the lesion mask as a second input channel
     widths: tuple[int, ...] = (8, 16, 32, 64)  # channels of the four ResNet stages; the last is the embedding
     dropout: float = 0.2
-    epochs: int = 20
-    patience: int = 5  # early stopping on the inner validation loss
-    batch_size: int = 16
+    epochs: int = 30
+    patience: int = 8  # early stopping on the inner validation loss
+    batch_size: int = 8
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     validation_fraction: float = 0.2  # of the training patients, for early stopping
     augment: bool = True  # flips, small rotations, intensity jitter
     rotate_degrees: float = 10.0
     intensity_jitter: float = 0.05
+    test_time_flips: bool = True  # predict and embed as the mean over the crop and its flips
     hybrid: bool = True  # also fit LightGBM on the features plus the CNN embeddings
     threads: int = 1  # torch threads per fold (fixed: results do not depend on the number of workers)
     device: str = "auto"  # a GPU when torch sees one
@@ -99,7 +100,8 @@ class DeepConfig:
             widths=tuple(self.widths), dropout=self.dropout, epochs=self.epochs, patience=self.patience,
             batch_size=self.batch_size, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
             validation_fraction=self.validation_fraction, augment=self.augment, rotate_degrees=self.rotate_degrees,
-            intensity_jitter=self.intensity_jitter, random_state=random_state, threads=self.threads,
+            intensity_jitter=self.intensity_jitter, test_time_flips=self.test_time_flips, random_state=random_state,
+            threads=self.threads,
             device=self.device,
         )  # fmt: skip
 
@@ -162,8 +164,8 @@ def fit_deep_fold(task: DeepFoldTask) -> dict[str, Any]:
         return {"repeat": task.repeat, "fold": task.fold, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _train_or_load(task: DeepFoldTask, crops: NDArray[Any]) -> tuple[CNNClassifier, bool, float]:
-    """The fold's CNN, from its checkpoint when there is one; whether it was cached, training seconds."""
+def _train_or_load(task: DeepFoldTask, crops: NDArray[Any]) -> tuple[CNNClassifier, bool, float, float]:
+    """The fold's CNN, from its checkpoint when there is one; whether it was cached, training wall and CPU seconds."""
     estimator = task.deep.estimator(cnn_seed(task.seed))
     checkpoint, record_file = Path(task.checkpoint), Path(task.checkpoint).with_suffix(".json")
     if checkpoint.is_file() and record_file.is_file():
@@ -171,21 +173,22 @@ def _train_or_load(task: DeepFoldTask, crops: NDArray[Any]) -> tuple[CNNClassifi
             record = json.loads(record_file.read_text(encoding="utf-8"))
             if record.get("cache_key") == task.cnn_key:
                 estimator.load_state(checkpoint.read_bytes(), crops.shape[1], crops.shape[2:], record)
-                return estimator, True, 0.0
+                return estimator, True, 0.0, 0.0
         except (OSError, ValueError, RuntimeError):  # a torn checkpoint is retrained
             pass
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     estimator.fit(crops[task.train], task.y[task.train], task.groups[task.train])
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     data = estimator.state_bytes()
     write_atomic(checkpoint, lambda temp: temp.write_bytes(data))
     record = {
         "cache_key": task.cnn_key, "history": estimator.history_, "best_epoch": estimator.best_epoch_,
         "n_train": estimator.n_train_, "n_validation": estimator.n_validation_, "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
         "settings": asdict(task.deep), "seed": cnn_seed(task.seed),
     }  # fmt: skip
     write_json_atomic(record_file, record, indent=1)
-    return estimator, False, seconds
+    return estimator, False, seconds, cpu
 
 
 def embedding_columns(width: int) -> list[str]:
@@ -195,18 +198,20 @@ def embedding_columns(width: int) -> list[str]:
 def _fit_deep_fold(task: DeepFoldTask) -> dict[str, Any]:
     check_groups_disjoint(task.groups[task.train], task.groups[task.test])
     crops = np.load(task.crops_file, mmap_mode="r")
-    estimator, cached, seconds = _train_or_load(task, crops)
+    fold_cpu = time.process_time()
+    estimator, cached, seconds, train_cpu = _train_or_load(task, crops)
     # The spy every fold carries: the CNN learned from the training rows and nothing else.
     if estimator.n_train_ + estimator.n_validation_ != task.train.size:
         raise GroupLeakError("cnn: trained on rows outside the fold's training part")
     probs = {"cnn": estimator.predict_proba(crops[task.test])[:, 1]}
     result: dict[str, Any] = {
         "repeat": task.repeat, "fold": task.fold, "train": task.train, "test": task.test, "probs": probs,
-        "cnn_key": task.cnn_key, "cnn_cached": cached, "train_seconds": seconds, "history": estimator.history_,
+        "cnn_key": task.cnn_key, "cnn_cached": cached, "train_seconds": seconds, "train_cpu_seconds": train_cpu,
+        "history": estimator.history_,
         "best_epoch": estimator.best_epoch_, "n_train": estimator.n_train_, "n_validation": estimator.n_validation_,
     }  # fmt: skip
     if not task.deep.hybrid:
-        return result
+        return result | {"cpu_seconds": time.process_time() - fold_cpu}
     names = embedding_columns(estimator.embedding_dim_)
     embedded = task.X.copy()
     values = np.full((len(embedded), len(names)), np.nan)
@@ -228,6 +233,7 @@ def _fit_deep_fold(task: DeepFoldTask) -> dict[str, Any]:
     result.update(
         embedding_test=values[task.test].astype(np.float32), embedding_names=names, hybrid_params=params,
         n_embedding_kept=len(kept), n_features_hybrid=len(prep.feature_names_out_),
+        cpu_seconds=time.process_time() - fold_cpu,
     )  # fmt: skip
     return result
 
@@ -362,7 +368,10 @@ def _run(
         "cnn_from_cache": sum(1 for r in results if r["from_cache"] or r["cnn_cached"]),
         "results_from_cache": sum(1 for r in results if r["from_cache"]),
         "train_seconds": float(sum(r["train_seconds"] for r in results if not r["from_cache"])),
+        "train_cpu_seconds": float(sum(r["train_cpu_seconds"] for r in results if not r["from_cache"])),
+        "fold_cpu_seconds": float(sum(r["cpu_seconds"] for r in results if not r["from_cache"])),
         "seconds": time.perf_counter() - started,
+        "crops_seconds": float(crops.seconds),
         "best_epochs": [int(r["best_epoch"]) for r in results],
         "crops": {"n": len(crops.info), "padded": int((crops.info["padded_share"] > 0).sum()),
                   "lesion_at_edge": int(crops.info["lesion_at_edge"].sum()),

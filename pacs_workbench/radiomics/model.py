@@ -71,6 +71,7 @@ Outputs (in DIR, each file written atomically)
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -539,8 +540,10 @@ def _deep_inputs(
     from pacs_workbench.radiomics.deep import DeepConfig
 
     config = DeepConfig.coerce(deep)
+    started = time.perf_counter()
     crops = make_crops(data, config.crops(), id_col=id_col or "_row_index", image_col=config.image_col,
                        mask_col=config.mask_col)  # fmt: skip
+    crops.seconds = time.perf_counter() - started
     return config, crops
 
 
