@@ -44,13 +44,14 @@ Outputs (in DIR, each file written atomically)
     ``auc``, ``auc_ci``, ``pr_auc``, ``brier``, calibration, ``n``, ``n_events`` for the LightGBM
     model at the top level; ``models`` with one entry per model (``lightgbm``, ``radiomics_lr``,
     ``clinical_lr``, ``lightgbm_recalibrated``) holding the same metrics plus calibration curve,
-    decision curve and risk strata; ``comparisons`` (paired AUC differences), ``settings``,
-    ``warnings``, ``folds``.
+    decision curve and risk strata (with ``deep``: ``cnn`` and ``hybrid`` too); ``comparisons``
+    (paired AUC differences with bootstrap CIs and DeLong's test), ``settings``, ``warnings``, ``folds``;
+    with ``deep``, ``deep`` (the CNN folds: trained or cached, seconds, crops padded).
 ``predictions.parquet``
     One row per case and repeat: ``row_index`` (0-based row of TABLE as read), ``case_id``,
     ``group``, ``label``, ``repeat``, ``outer_fold``, ``prob_<model>`` per model.
 ``model_card.md``
-    Intended use, data, validation, performance, limits. Counts only, never identifiers.
+    Intended use, data, validation, performance, paired comparisons, limits. Counts only, never identifiers.
 ``models/`` (for the explain stage: SHAP per outer fold on held-out cases only)
     ``r{repeat}_f{fold}.txt``: the fitted LightGBM booster (``booster.save_model``), whose
     feature names are the preprocessed columns.
@@ -62,6 +63,8 @@ Outputs (in DIR, each file written atomically)
     ``r{repeat}_f{fold}_test.parquet``: the exact booster input for the test fold (harmonized
     when ComBat is on): ``row_index``, ``case_id`` and ``feature_columns``.
     ``folds.parquet``: one row per (repeat, fold) with the file names and sizes.
+    ``cnn/`` (with ``deep``): every fold's CNN, the crops and the test rows' embeddings
+    (:func:`pacs_workbench.radiomics.outputs.write_cnn_models`), for the saliency maps.
 ``cache/folds/`` (``cache_dir``)
     Every fold's result and the package's final model, named by the content hash of the table and
     the settings (:mod:`pacs_workbench.radiomics.fold_cache`): a rerun with nothing changed fits nothing,

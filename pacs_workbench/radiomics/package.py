@@ -245,7 +245,11 @@ def write_package(
         "recalibrated": recalibrator is not None,
         "development": {k: metrics.get(k) for k in ("n", "n_events", "n_groups", "auc", "auc_ci", "brier")}
         | {"calibration_slope": main["calibration_slope"], "calibration_intercept": main["calibration_intercept"]},
-        "not_used": {"segmentation_model": "masks came with the data", "cnn": "not part of this run"},
+        "not_used": {
+            "segmentation_model": "masks came with the data",
+            "cnn": "validated beside LightGBM in the same folds (metrics.json), not packaged"
+            if metrics.get("deep") else "not part of this run",
+        },
         **_sources(folder, sources or PackageSources()),
     }
     write_json_atomic(folder / "package.json", json_ready(description), indent=2)
