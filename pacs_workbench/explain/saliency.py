@@ -134,7 +134,7 @@ def gradcam_map(network: Any, crop: NDArray[Any], layer: str = "backbone.layer2"
     return values / top if top > 0 else np.zeros_like(values)
 
 
-def occlusion_map(network: Any, crop: NDArray[Any], mask_size: int = 8, overlap: float = 0.5) -> NDArray[np.float64]:
+def occlusion_map(network: Any, crop: NDArray[Any], mask_size: int = 8, overlap: float = 0.25) -> NDArray[np.float64]:
     """Occlusion sensitivity: ``|p - p_occluded|`` per voxel (a Gaussian-blurred cube of ``mask_size`` voxels)."""
     import torch
     from monai.visualize import OcclusionSensitivity
@@ -317,7 +317,7 @@ def run_saliency(
     methods: tuple[str, ...] = METHODS,
     layer: str = "backbone.layer2",
     mask_size: int = 8,
-    overlap: float = 0.5,
+    overlap: float = 0.25,
     margin_mm: float = 3.0,
     max_rank_correlation: float = MAX_RANK_CORRELATION,
     seed: int = 0,

@@ -363,6 +363,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """Train on crops ``X`` (n, channels, d, h, w) with outcomes ``y``; ``groups``: patient per crop."""
         import torch
 
+        threads = torch.get_num_threads()
+        try:
+            return self._fit(X, y, groups)
+        finally:
+            torch.set_num_threads(threads)  # the caller's setting, as it was
+
+    def _fit(self, X: NDArray[Any], y: Any, groups: Any) -> CNNClassifier:
+        import torch
+
         X = np.asarray(X, dtype=np.float32)
         yy = np.asarray(y).astype(np.int64)
         if X.ndim != 5:
