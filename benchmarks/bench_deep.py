@@ -22,6 +22,9 @@ hybrid, and the paired differences (cnn - lightgbm, hybrid - lightgbm) with boot
 against the targets: CNN AUC >= 0.80, hybrid at least as good as LightGBM within the CI (the difference's CI
 reaches 0 or above). The load average is printed beside the times: other work on the machine slows them.
 
+``--synthetic N`` replaces the demo by N spheres of random size in noisy lung whose outcome follows the size
+(no notebooks run): a smoke test of the script, whose figures say nothing about the demo.
+
 Usage: ``python benchmarks/bench_deep.py [--patients 120] [--workers 2] [--json PATH]``
 """
 
@@ -37,7 +40,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 import yaml
 
 from pacs_workbench.radiomics import (
@@ -85,6 +90,30 @@ def demo_table(demo: Path, patients: int, workers: int) -> tuple[pd.DataFrame, s
     return read_table(table_file), str(table_file)
 
 
+def synthetic_table(n: int, folder: Path) -> tuple[pd.DataFrame, str]:
+    """``n`` patients with one sphere each (1 mm voxels); the outcome follows the size (smoke runs only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    radius = rng.uniform(2.5, 7.0, n)
+    rows = []
+    for i in range(n):
+        zz, yy, xx = np.mgrid[0:24, 0:24, 0:24]
+        mask = ((zz - 12) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2 <= radius[i] ** 2).astype(np.uint8)
+        image = np.where(mask > 0, 30.0, -850.0) + rng.normal(0, 40, mask.shape)
+        paths = []
+        for name, array in (("image", image.astype(np.float32)), ("mask", mask)):
+            path = folder / f"s{i:03d}_{name}.nii.gz"
+            sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+            paths.append(str(path))
+        rows.append({"case_id": f"s{i:03d}", "pseudo_patient_id": f"p{i:03d}", "image": paths[0], "mask": paths[1],
+                     "Manufacturer": ["A", "B"][i % 2], "age_years": float(rng.normal(65, 8)),
+                     "pack_years": float(rng.gamma(2, 15)), "original_shape_Diameter": 2 * radius[i] + rng.normal(0, 1),
+                     "original_firstorder_Noise": float(rng.normal())})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table["outcome"] = (radius + rng.normal(0, 0.8, n) > np.median(radius)).astype(int)
+    return table, str(folder / "synthetic")
+
+
 def timed(table: pd.DataFrame, out: Path, config: ModelingConfig, **kwargs: Any) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -104,16 +133,20 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=500, help="patient-bootstrap resamples (default 500)")
     parser.add_argument("--epochs", type=int, default=DeepConfig.epochs, help="CNN epochs at most")
     parser.add_argument("--crop-size", type=int, default=DeepConfig.crop_size, help="crop edge in voxels")
+    parser.add_argument("--synthetic", type=int, default=0, help="smoke test: N synthetic spheres instead of the demo")
     parser.add_argument("--json", type=Path, default=None, help="also write the key figures to this JSON file")
     args = parser.parse_args()
 
-    table, source = demo_table(args.demo, args.patients, args.workers)
+    if args.synthetic:
+        table, source = synthetic_table(args.synthetic, WORK / f"synthetic-{args.synthetic}" / "volumes")
+    else:
+        table, source = demo_table(args.demo, args.patients, args.workers)
     config = ModelingConfig(
         label="outcome", group="pseudo_patient_id", id_col="case_id", batch="Manufacturer", clinical=CLINICAL_COLUMNS,
         repeats=args.repeats, outer_folds=args.outer_folds, inner_folds=args.inner_folds, n_boot=args.bootstrap,
     )  # fmt: skip
     deep = DeepConfig(crop_size=args.crop_size, epochs=args.epochs)
-    out = WORK / f"out-{args.patients}"
+    out = WORK / (f"out-synthetic-{args.synthetic}" if args.synthetic else f"out-{args.patients}")
     shutil.rmtree(out, ignore_errors=True)
     load = [os.getloadavg()[0]]
     _, lightgbm_s = timed(table, out, config, workers=args.workers)

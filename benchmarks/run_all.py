@@ -520,8 +520,8 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         else []
     )  # fmt: skip
     deep_args = (
-        ["--patients", "12", "--repeats", "1", "--outer-folds", "3", "--inner-folds", "2", "--bootstrap", "100",
-         "--epochs", "2", "--crop-size", "16"]
+        ["--synthetic", "24", "--repeats", "1", "--outer-folds", "3", "--inner-folds", "2", "--bootstrap", "100",
+         "--epochs", "2", "--crop-size", "12"]
         if smoke
         else []
     )  # fmt: skip

@@ -256,6 +256,12 @@ def _comparison_section(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _p_value(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """The paired AUC differences of ``metrics.json``: one row per comparison (``a - b``)."""
     rows = []
@@ -269,7 +275,7 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
                 "AUC difference": round(float(c["delta_auc"]), 3),
                 "95% CI (bootstrap)": f"{lo:+.3f} to {hi:+.3f}",
                 "P(difference <= 0)": round(float(c["p_delta_le_0"]), 3),
-                "DeLong p": format_number(delong["p_value"]) if delong.get("applies") else "n/a",
+                "DeLong p": _p_value(delong["p_value"]) if delong.get("applies") else "n/a",
             }
         )
     if not rows:

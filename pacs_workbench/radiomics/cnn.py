@@ -363,15 +363,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """Train on crops ``X`` (n, channels, d, h, w) with outcomes ``y``; ``groups``: patient per crop."""
         import torch
 
-        threads = torch.get_num_threads()
-        try:
-            return self._fit(X, y, groups)
-        finally:
-            torch.set_num_threads(threads)  # the caller's setting, as it was
-
-    def _fit(self, X: NDArray[Any], y: Any, groups: Any) -> CNNClassifier:
-        import torch
-
         X = np.asarray(X, dtype=np.float32)
         yy = np.asarray(y).astype(np.int64)
         if X.ndim != 5:
@@ -379,6 +370,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if set(np.unique(yy)) - {0, 1} or len(np.unique(yy)) < 2:
             raise ValueError("y must hold both outcomes, as 0 and 1")
         gg = np.asarray(groups if groups is not None else np.arange(yy.size)).astype(str)
+        # Left as set afterwards: restoring torch's default between folds in a worker process that also
+        # runs LightGBM's OpenMP threads was seen to hang the worker.
         torch.set_num_threads(max(1, int(self.threads)))
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
