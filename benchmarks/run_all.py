@@ -22,6 +22,9 @@ Targets (the workbench's promises):
   active-learning simulation beside it is reported, no target);
 * listen: from the last instance of a study received to its SR stored in Orthanc, median
   <= 10 s and p95 <= 20 s per study, for one study and for five sent at once (warm model);
+* CNN and hybrid (``bench_deep.py``): training over all folds and repeats of the demo <= 150 s cold on
+  2 cores (about 0 cached), CNN out-of-fold AUC >= 0.80, the hybrid at least as good as LightGBM within
+  the CI of the paired difference;
 * radMLBench: the script's own target (median AUC difference to the published value within
   0.05, no dataset more than 0.05 above it);
 * end to end, synthetic extract, preprocessing, explain, PACS: reported, no target.
@@ -76,6 +79,8 @@ SEGMENT_COLD_S = 120.0
 SEGMENT_INFERENCE_S = 2.0
 LISTEN_MEDIAN_S = 10.0
 LISTEN_P95_S = 20.0
+DEEP_COLD_S = 150.0
+DEEP_CNN_AUC = 0.80
 # A few small radMLBench datasets by default (the full set takes about 20 minutes).
 RADML_DEFAULT = "Ahn2021,HNSCC,LNDb,Song2020"
 PACKAGES = [
@@ -423,6 +428,28 @@ def judge_listen(runs: list[Run]) -> Verdict:
     met = all(r["median_s"] <= LISTEN_MEDIAN_S and r["p95_s"] <= LISTEN_P95_S for r in rows)
     result = "; ".join(f"{r['label']}: median {r['median_s']:.1f} s, p95 {r['p95_s']:.1f} s" for r in rows)
     return Verdict("PASS" if met else "MISS", result)
+def judge_deep(runs: list[Run]) -> Verdict:
+    """CNN + hybrid cold seconds, the CNN's AUC and the hybrid's paired difference to LightGBM."""
+    if failed := _incomplete(runs):
+        return failed
+    fig = runs[0].figures or {}
+    cold, auc, hybrid = fig["deep_cold_s"], fig["auc"], fig["comparisons"]["hybrid_vs_lightgbm"]
+    cnn_diff = fig["comparisons"]["cnn_vs_lightgbm"]
+    met = cold <= DEEP_COLD_S and auc["cnn"] >= DEEP_CNN_AUC and hybrid["delta_auc_ci"][1] >= 0
+    result = (
+        f"cold {cold:.0f} s, cached {fig['deep_cached_s']:.1f} s; AUC LightGBM {auc['lightgbm']:.3f}, "
+        f"CNN {auc['cnn']:.3f}, hybrid {auc['hybrid']:.3f}"
+    )
+    details = [
+        f"cnn - lightgbm {cnn_diff['delta_auc']:+.3f} (95% CI {cnn_diff['delta_auc_ci'][0]:+.3f} to "
+        f"{cnn_diff['delta_auc_ci'][1]:+.3f}); hybrid - lightgbm {hybrid['delta_auc']:+.3f} (95% CI "
+        f"{hybrid['delta_auc_ci'][0]:+.3f} to {hybrid['delta_auc_ci'][1]:+.3f})",
+        f"cold <= {DEEP_COLD_S:.0f} s: {'met' if cold <= DEEP_COLD_S else 'not met'}; CNN AUC >= {DEEP_CNN_AUC}: "
+        f"{'met' if auc['cnn'] >= DEEP_CNN_AUC else 'not met'}; hybrid >= LightGBM within the CI: "
+        f"{'met' if hybrid['delta_auc_ci'][1] >= 0 else 'not met'}",
+        f"load average during the runs: {', '.join(f'{v:.1f}' for v in fig['load_average'])}",
+    ]
+    return Verdict("PASS" if met else "MISS", result, details)
 
 
 def _report(summary: Callable[[dict[str, Any]], str]) -> Callable[[list[Run]], Verdict]:
@@ -520,6 +547,12 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         else []
     )  # fmt: skip
     listen_args = ["--single", "1", "--batches", "1"] if smoke else []
+    deep_args = (
+        ["--synthetic", "24", "--repeats", "1", "--outer-folds", "3", "--inner-folds", "2", "--bootstrap", "100",
+         "--epochs", "2", "--crop-size", "12"]
+        if smoke
+        else []
+    )  # fmt: skip
     radml: list[str] = []
     if args.with_radmlbench:
         radml = []
@@ -535,6 +568,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         "e2e": e2e_args,
         "segment": segment_args,
         "listen": listen_args,
+        "deep": deep_args,
         "radml": radml,
     }
 
@@ -598,6 +632,14 @@ def _target_benchmarks(sizes: dict[str, Any]) -> list[Benchmark]:
             [Run("listen", "bench_listen.py", sizes["listen"])],
             judge_listen,
             _needs_orthanc_and_storescu,
+        ),
+        Benchmark(
+            "deep",
+            "CNN and hybrid beside radiomics",
+            f"CNN + hybrid training over all folds and repeats of the demo <= {DEEP_COLD_S:.0f} s cold (about 0 "
+            f"cached); CNN out-of-fold AUC >= {DEEP_CNN_AUC}; hybrid at least as good as LightGBM within the CI",
+            [Run("deep", "bench_deep.py", sizes["deep"])],
+            judge_deep,
         ),
     ]
 

@@ -11,7 +11,7 @@ from pacs_workbench.runner import prepare_demo_data, retarget_params, run_notebo
 
 PATIENTS = 12
 # Enough patients for a model, with a cross-validation small enough for a test.
-SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100}
+SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100, "cnn_epochs": 2, "cnn_crop_size": 16}
 # A few training steps: the segmentation notebook runs end to end, not to a good model.
 SMALL_SEGMENTATION = {
     "iterations": 40, "active_learning_seeds": 1, "active_learning_rounds": 1, "active_learning_iterations": 10,

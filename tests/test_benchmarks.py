@@ -18,7 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 RUN_ALL = REPO / "benchmarks" / "run_all.py"
 BENCHMARKS = [
-    "index", "features", "e2e", "deid", "segment", "listen", "synth", "preprocess", "explain", "pacs", "radmlbench",
+    "index", "features", "e2e", "deid", "segment", "listen", "deep",
+    "synth", "preprocess", "explain", "pacs", "radmlbench",
 ]  # fmt: skip
 VERDICTS = {"PASS", "MISS", "REPORT", "SKIPPED"}
 

@@ -9,7 +9,10 @@ held it out. From those contributions the stage builds what a reviewer needs:
   contributions (averaged over repeats) and its image and mask from the features table;
 - scanner dependence: how much of the contribution of vendor-sensitive features follows the
   vendor, with and without harmonization;
-- a check against planted ground truth (synthetic data only).
+- a check against planted ground truth (synthetic data only);
+- where the modeling run also trained the CNN: Grad-CAM and occlusion sensitivity for held-out cases,
+  each from the fold's network that did not see the case, with the randomization sanity check and the
+  share of saliency inside the lesion and its margin (:mod:`~pacs_workbench.explain.saliency`).
 
 It reads the modeling stage's output folder and the features table (files only) and writes its
 tables to the review's output folder (see :mod:`pacs_workbench.explain.review`).
@@ -22,6 +25,7 @@ from pacs_workbench.explain.plots import (
     plot_dependence,
     plot_family_importance,
     plot_rank_stability,
+    plot_saliency_cases,
     plot_scanner_dependence,
     plot_shap_importance,
     plot_truth_check,
@@ -34,11 +38,13 @@ from pacs_workbench.explain.review import (
     run_explain,
     stability_summary,
 )
+from pacs_workbench.explain.saliency import SaliencyReview, run_saliency
 from pacs_workbench.explain.scanner import ScannerCheck, scanner_dependence
 from pacs_workbench.explain.truth import TruthCheck, compare_with_truth
 from pacs_workbench.explain.viewer import case_picker
 
 __all__ = [
+    "SaliencyReview",
     "ScannerCheck",
     "ShapReview",
     "TruthCheck",
@@ -53,10 +59,12 @@ __all__ = [
     "plot_dependence",
     "plot_family_importance",
     "plot_rank_stability",
+    "plot_saliency_cases",
     "plot_scanner_dependence",
     "plot_shap_importance",
     "plot_truth_check",
     "run_explain",
+    "run_saliency",
     "scanner_dependence",
     "stability_summary",
 ]

@@ -1,4 +1,4 @@
-"""Figures of the SHAP review: importance, stability, beeswarm, dependence, cases, checks."""
+"""Figures of the SHAP review: importance, stability, beeswarm, dependence, cases, checks, CNN saliency."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pacs_workbench.core.fmt import MISSING, is_number
 from pacs_workbench.explain.cases import CaseExplanation
 from pacs_workbench.explain.families import short_name
 from pacs_workbench.explain.review import ShapReview
+from pacs_workbench.explain.saliency import METHOD_LABELS, SaliencyCase, SaliencyReview
 from pacs_workbench.explain.scanner import ScannerCheck
 from pacs_workbench.explain.shap import Explanations
 from pacs_workbench.explain.truth import TruthCheck
@@ -382,5 +383,79 @@ def plot_truth_check(check: TruthCheck) -> Figure:
     verdict = "found" if check.passed else "not (fully) found"
     ax.set_title(f"Planted signal {verdict}", fontsize=9)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_saliency(ax: Axes, case: SaliencyCase, method: str, saliency: SaliencyReview) -> None:
+    """The crop's axial slice through the lesion centre with the map laid over it, or why it is not shown."""
+    label = METHOD_LABELS.get(method, method)
+    check = saliency.checks.get(method)
+    if not saliency.shown(method):
+        ax.axis("off")
+        reason = (f"median |rank corr.| {check.median:.2f}\nwith randomized weights" if check
+                  else "not computed")  # fmt: skip
+        ax.text(0.5, 0.5, f"{label} not shown:\nfailed the\nrandomization check\n({reason})", ha="center",
+                va="center", fontsize=7)  # fmt: skip
+        return
+    z = case.crop.shape[1] // 2
+    values = case.maps[method][z]
+    ax.imshow(case.crop[0, z], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    top = float(np.max(case.maps[method])) or 1.0
+    ax.imshow(values / top, cmap="inferno", alpha=0.55, vmin=0, vmax=1, interpolation="bilinear")
+    if case.mask[z].any():
+        ax.contour(case.mask[z].astype(float), levels=[0.5], colors="#00c8ff", linewidths=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(label, fontsize=7)
+
+
+def plot_saliency_cases(
+    review: ShapReview, saliency: SaliencyReview, cases: pd.DataFrame | Sequence[str], *, top: int = 6,
+    n_slices: int = 2,
+) -> Figure:
+    """Per held-out case: its SHAP waterfall, slices through the lesion, and the CNN's saliency maps.
+
+    A map whose method failed the randomization check (:class:`~pacs_workbench.explain.saliency.SanityCheck`)
+    is replaced by the reason. Rows are titled with the pseudonymous case key, the risks and the outcome only.
+    """
+    ids = [str(c) for c in (cases["case_id"] if isinstance(cases, pd.DataFrame) else cases)]
+    ids = [c for c in ids if saliency.case(c) is not None]
+    if not ids:
+        return note_figure("no saliency maps: " + (" ".join(saliency.notes) or "no case with a CNN crop"))
+    methods = list(saliency.checks)
+    fig = plt.figure(figsize=(4.2 + 1.8 * (n_slices + len(methods)), 2.7 * len(ids)))
+    grid = fig.add_gridspec(len(ids), 1 + n_slices + len(methods), width_ratios=[2.2] + [1] * (n_slices + len(methods)))
+    explained = set(review.explanations.shap["case_id"].astype(str)) if review.available else set()
+    for row, case_id in enumerate(ids):
+        item = saliency.case(case_id)
+        assert item is not None
+        ax = fig.add_subplot(grid[row, 0])
+        if case_id in explained:
+            case = review.case(case_id)
+            draw_waterfall(ax, case, top)
+            outcome = "event" if case.label == 1 else ("no event" if case.label == 0 else "outcome unknown")
+            ax.set_title(f"{case_id}  LightGBM risk {case.risk:.2f}, CNN risk {item.risk:.2f}, {outcome}", fontsize=8,
+                         loc="left")  # fmt: skip
+        else:
+            ax.axis("off")
+            ax.text(0.5, 0.5, f"{case_id}: no SHAP values", ha="center", va="center", fontsize=8)
+        image_path, mask_path = review.lesion(case_id)
+        slices = [fig.add_subplot(grid[row, 1 + k]) for k in range(n_slices)]
+        if image_path:
+            volume, mask, spacing = _lesion_arrays(image_path, mask_path)
+            picks = slices_through(mask, n_slices)
+            for k, slice_ax in enumerate(slices):
+                if k < len(picks):
+                    draw_slice(slice_ax, volume, mask, picks[k], spacing=spacing)
+                    slice_ax.set_title(f"slice {picks[k] + 1}/{volume.shape[0]}", fontsize=7)
+                else:
+                    slice_ax.axis("off")
+        else:
+            for slice_ax in slices:
+                slice_ax.axis("off")
+            slices[0].text(0.5, 0.5, "lesion image\nnot available", ha="center", va="center", fontsize=8)
+        for k, method in enumerate(methods):
+            _draw_saliency(fig.add_subplot(grid[row, 1 + n_slices + k]), item, method, saliency)
     fig.tight_layout()
     return fig

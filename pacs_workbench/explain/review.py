@@ -388,6 +388,8 @@ def headline_metrics(model_dir: str | os.PathLike[str]) -> pd.DataFrame:
         "lightgbm_recalibrated": "LightGBM, recalibrated",
         "radiomics_lr": "L1 logistic regression, radiomics",
         "clinical_lr": "logistic regression, clinical only",
+        "cnn": "3-D CNN on lesion crops (saliency in section 8)",
+        "hybrid": "LightGBM on features + CNN embeddings",
     }
     return metrics_table(metrics).rename(index=labels)
 

@@ -13,14 +13,21 @@ Backs notebook ``05_radiomics_model`` and the ``pacs-workbench features`` and ``
   repeated, patient-grouped nested cross-validation; the in-fold steps are scikit-learn
   estimators (:mod:`.transformers`, ComBat in :mod:`.combat`), the performance measures are in
   :mod:`.metrics`, the run's files in :mod:`.outputs` and the model card in :mod:`.card`; the
-  final model on all cases is frozen in ``package/`` by :mod:`.package` (sources: :class:`PackageSources`).
+  final model on all cases is frozen in ``package/`` by :mod:`.package` (sources: :class:`PackageSources`);
+  fold results are cached by content hash (:mod:`.fold_cache`).
+* Beside it, in the same folds (``run_modeling(..., deep=DeepConfig())``, :mod:`.deep`): a small 3-D CNN
+  on lesion-centred crops (:class:`CNNClassifier`, crops by :func:`make_crops`, :mod:`.cnn`) and a hybrid
+  of LightGBM on the features plus the CNN's embeddings; :func:`comparison_table` shows the paired AUC
+  differences.
 * Notebook helpers: :func:`read_results`, :func:`metrics_table`, :func:`harmonization_preview`,
   the figures of :mod:`.plots`, and :func:`compare_with_truth` (:mod:`.truth`, synthetic data only).
 """
 
 from pacs_workbench.radiomics.agreement import agreement_summary, cases_with_masks, feature_agreement, paired_cases
-from pacs_workbench.radiomics.card import metrics_table, render_model_card
+from pacs_workbench.radiomics.card import comparison_table, metrics_table, render_model_card
+from pacs_workbench.radiomics.cnn import CNNClassifier, CropError, CropSettings, make_crops
 from pacs_workbench.radiomics.combat import ComBat
+from pacs_workbench.radiomics.deep import DeepConfig
 from pacs_workbench.radiomics.features import extract_case, extract_features
 from pacs_workbench.radiomics.ibsi import IBSI_CORRECTIONS, IBSI_UNCORRECTED, check_ibsi_reference
 from pacs_workbench.radiomics.mask_sources import MaskComparison, compare_mask_sources, describe_mask_comparison
@@ -46,7 +53,11 @@ __all__ = [
     "IBSI_UNCORRECTED",
     "MODEL_TABLE_FILE",
     "PARAMS_DIR",
+    "CNNClassifier",
     "ComBat",
+    "CropError",
+    "CropSettings",
+    "DeepConfig",
     "MaskComparison",
     "ModelingConfig",
     "ModelingError",
@@ -57,12 +68,14 @@ __all__ = [
     "check_ibsi_reference",
     "compare_mask_sources",
     "compare_with_truth",
+    "comparison_table",
     "describe_mask_comparison",
     "extract_case",
     "extract_features",
     "feature_agreement",
     "harmonization_preview",
     "load_radiomics_params",
+    "make_crops",
     "metrics_table",
     "paired_cases",
     "plot_calibration_and_decision",

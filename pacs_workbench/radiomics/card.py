@@ -2,8 +2,9 @@
 
 :func:`render_model_card` writes ``model_card.md`` from the content of ``metrics.json``: intended
 use, data (counts only, never identifiers), validation, out-of-fold performance with risk strata
-and decision curve, and limits. :func:`metrics_table` is the same headline metrics as a table
-(notebook 05 and the explain stage's review show it).
+and decision curve, the paired model comparisons, and limits. :func:`metrics_table` is the same
+headline metrics as a table and :func:`comparison_table` the paired AUC differences (notebook 05
+and the explain stage's review show them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from typing import Any
 import pandas as pd
 
 from pacs_workbench.core.fmt import format_number
+
+#: How the card and the tables name each model.
+MODEL_LABELS = {
+    "lightgbm_recalibrated": "LightGBM, recalibrated in-fold",
+    "radiomics_lr": "L1 logistic regression (radiomics)",
+    "clinical_lr": "logistic regression (clinical only)",
+    "cnn": "3-D CNN on lesion crops",
+    "hybrid": "LightGBM on features + CNN embeddings",
+}
 
 
 def added_value_statement(models: dict[str, Any], comparisons: dict[str, Any]) -> str:
@@ -42,6 +52,16 @@ def added_value_statement(models: dict[str, Any], comparisons: dict[str, Any]) -
             f"Against the L1 logistic regression on the same features: AUC difference {c['delta_auc']:+.3f} "
             f"(95% CI {lo:+.3f} to {hi:+.3f})."
         )
+    for key, text in (("cnn_vs_lightgbm", "The CNN on the lesion crops"),
+                      ("hybrid_vs_lightgbm", "The hybrid (features + CNN embeddings)")):  # fmt: skip
+        if key in comparisons:
+            c = comparisons[key]
+            lo, hi = c["delta_auc_ci"]
+            verdict = "better than" if lo > 0 else ("worse than" if hi < 0 else "not clearly different from")
+            parts.append(
+                f"{text} is {verdict} LightGBM on the radiomic features (AUC difference {c['delta_auc']:+.3f}, "
+                f"95% CI {lo:+.3f} to {hi:+.3f}, same folds)."
+            )
     return " ".join(parts)
 
 
@@ -55,6 +75,7 @@ def render_model_card(metrics: dict[str, Any]) -> str:
         *_data_section(metrics, s),
         *_validation_section(s),
         *_performance_section(metrics, s),
+        *_comparison_section(metrics),
         *_limits_section(metrics, s),
     ]
     return "\n".join(lines)
@@ -127,7 +148,29 @@ def _validation_section(s: dict[str, Any]) -> list[str]:
         "of any split (checked in code). The AUC CI is a patient-level bootstrap "
         f"({s['n_boot']} resamples) of the out-of-fold predictions.",
         "",
+        *_deep_validation(s),
     ]
+
+
+def _deep_validation(s: dict[str, Any]) -> list[str]:
+    deep = s.get("deep")
+    if not deep:
+        return []
+    channels = "the image and the lesion mask" if deep["with_mask"] else "the image only"
+    text = (
+        f"A small 3-D CNN (MONAI ResNet, stage widths {', '.join(map(str, deep['widths']))}) was trained in the "
+        f"same outer folds and repeats, on {deep['crop_size']}^3-voxel lesion-centred crops sampled every "
+        f"{deep['crop_spacing_mm']:g} mm ({channels}), with flips, rotations up to {deep['rotate_degrees']:g} "
+        f"degrees and intensity jitter, for at most {deep['epochs']} epochs with early stopping (patience "
+        f"{deep['patience']}) on the loss of {deep['validation_fraction']:.0%} of the training patients held out."
+    )
+    if deep["hybrid"]:
+        text += (
+            " The hybrid is the LightGBM pipeline on the radiomic and clinical features plus that fold's CNN "
+            "embeddings (penultimate layer) of its training and test cases; no test case shaped the network "
+            "that embedded it."
+        )
+    return [text, ""]
 
 
 def _performance_section(metrics: dict[str, Any], s: dict[str, Any]) -> list[str]:
@@ -137,12 +180,9 @@ def _performance_section(metrics: dict[str, Any], s: dict[str, Any]) -> list[str
         "| model | ROC AUC (95% CI) | PR AUC | Brier | calibration slope | calibration intercept |",
         "|---|---|---|---|---|---|",
     ]
-    labels = {
-        "lightgbm": "LightGBM (radiomics" + (" + clinical)" if _with_clinical(s) else ")"),
-        "lightgbm_recalibrated": "LightGBM, recalibrated in-fold",
-        "radiomics_lr": "L1 logistic regression (radiomics)",
-        "clinical_lr": "logistic regression (clinical only)",
-    }
+    labels = {"lightgbm": "LightGBM (radiomics" + (" + clinical)" if _with_clinical(s) else ")"), **{
+        k: v for k, v in MODEL_LABELS.items()
+    }}  # fmt: skip
     fmt = format_number
     for name, m in metrics["models"].items():
         lo, hi = m["auc_ci"]
@@ -192,6 +232,57 @@ def _risk_section(main: dict[str, Any], s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _comparison_section(metrics: dict[str, Any]) -> list[str]:
+    table = comparison_table(metrics)
+    if table.empty:
+        return []
+    lines = [
+        "## Paired comparisons (same folds, same patients)",
+        "",
+        "| comparison | AUC difference | 95% CI (patient bootstrap) | P(difference <= 0) | DeLong p |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in table.iterrows():
+        lines.append(
+            f"| {name} | {row['AUC difference']:+.3f} | {row['95% CI (bootstrap)']} | "
+            f"{row['P(difference <= 0)']:.3f} | {row['DeLong p']} |"
+        )
+    lines += [
+        "",
+        "The bootstrap resamples whole patients with the same resamples for both models; DeLong's test is run "
+        "per repeat (median p shown) where cases are independent (one case per patient).",
+        "",
+    ]
+    return lines
+
+
+def _p_value(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """The paired AUC differences of ``metrics.json``: one row per comparison (``a - b``)."""
+    rows = []
+    for key, c in metrics.get("comparisons", {}).items():
+        a, b = key.split("_vs_")
+        lo, hi = c["delta_auc_ci"]
+        delong = c.get("delong") or {}
+        rows.append(
+            {
+                "comparison": f"{a} - {b}",
+                "AUC difference": round(float(c["delta_auc"]), 3),
+                "95% CI (bootstrap)": f"{lo:+.3f} to {hi:+.3f}",
+                "P(difference <= 0)": round(float(c["p_delta_le_0"]), 3),
+                "DeLong p": _p_value(delong["p_value"]) if delong.get("applies") else "n/a",
+            }
+        )
+    if not rows:
+        return pd.DataFrame(columns=["AUC difference", "95% CI (bootstrap)", "P(difference <= 0)", "DeLong p"])
+    return pd.DataFrame(rows).set_index("comparison")
+
+
 def _limits_section(metrics: dict[str, Any], s: dict[str, Any]) -> list[str]:
     lines = [
         "## Limits",
@@ -204,6 +295,12 @@ def _limits_section(metrics: dict[str, Any], s: dict[str, Any]) -> list[str]:
     ]
     if s["batch"] is None:
         lines.append("- No harmonization: scanner or vendor differences may be learned as signal.")
+    if s.get("deep"):
+        lines.append(
+            "- The CNN learns from few cases: its estimate varies more between folds than the tree models', and its "
+            "embeddings in the hybrid come from a network that saw the hybrid's training cases (they look more "
+            "informative there than on new cases)."
+        )
     for note in metrics["warnings"]:
         lines.append(f"- Warning: {note}")
     lines.append("")

@@ -44,13 +44,14 @@ Outputs (in DIR, each file written atomically)
     ``auc``, ``auc_ci``, ``pr_auc``, ``brier``, calibration, ``n``, ``n_events`` for the LightGBM
     model at the top level; ``models`` with one entry per model (``lightgbm``, ``radiomics_lr``,
     ``clinical_lr``, ``lightgbm_recalibrated``) holding the same metrics plus calibration curve,
-    decision curve and risk strata; ``comparisons`` (paired AUC differences), ``settings``,
-    ``warnings``, ``folds``.
+    decision curve and risk strata (with ``deep``: ``cnn`` and ``hybrid`` too); ``comparisons``
+    (paired AUC differences with bootstrap CIs and DeLong's test), ``settings``, ``warnings``, ``folds``;
+    with ``deep``, ``deep`` (the CNN folds: trained or cached, seconds, crops padded).
 ``predictions.parquet``
     One row per case and repeat: ``row_index`` (0-based row of TABLE as read), ``case_id``,
     ``group``, ``label``, ``repeat``, ``outer_fold``, ``prob_<model>`` per model.
 ``model_card.md``
-    Intended use, data, validation, performance, limits. Counts only, never identifiers.
+    Intended use, data, validation, performance, paired comparisons, limits. Counts only, never identifiers.
 ``models/`` (for the explain stage: SHAP per outer fold on held-out cases only)
     ``r{repeat}_f{fold}.txt``: the fitted LightGBM booster (``booster.save_model``), whose
     feature names are the preprocessed columns.
@@ -62,16 +63,23 @@ Outputs (in DIR, each file written atomically)
     ``r{repeat}_f{fold}_test.parquet``: the exact booster input for the test fold (harmonized
     when ComBat is on): ``row_index``, ``case_id`` and ``feature_columns``.
     ``folds.parquet``: one row per (repeat, fold) with the file names and sizes.
+    ``cnn/`` (with ``deep``): every fold's CNN, the crops and the test rows' embeddings
+    (:func:`pacs_workbench.radiomics.outputs.write_cnn_models`), for the saliency maps.
+``cache/folds/`` (``cache_dir``)
+    Every fold's result and the package's final model, named by the content hash of the table and
+    the settings (:mod:`pacs_workbench.radiomics.fold_cache`): a rerun with nothing changed fits nothing,
+    and its summary's ``cache`` record says how many folds were fitted and how many read back.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -84,14 +92,20 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pacs_workbench.core.executor import map_items
+from pacs_workbench.radiomics import fold_cache
 from pacs_workbench.radiomics import metrics as perf
 from pacs_workbench.radiomics.card import added_value_statement
-from pacs_workbench.radiomics.outputs import fold_records, write_fold_models, write_results
+from pacs_workbench.radiomics.cnn import CropSet, make_crops
+from pacs_workbench.radiomics.outputs import fold_records, write_cnn_models, write_fold_models, write_results
 from pacs_workbench.radiomics.package import PackageSources, fit_final_model, write_package
 from pacs_workbench.radiomics.table import ModelingError, label_at_horizon, read_table, select_feature_columns
 from pacs_workbench.radiomics.transformers import ClinicalEncoder, LogitRecalibrator, RadiomicsPreprocessor
 
+if TYPE_CHECKING:
+    from pacs_workbench.radiomics.deep import DeepConfig, DeepRun
+
 FloatArray = NDArray[np.float64]
+T = TypeVar("T")
 
 # Small-data LightGBM: shallow trees, strong L2, row and column subsampling, a few hundred
 # trees with a small learning rate. The grid varies depth (stumps: an additive model) and an
@@ -118,7 +132,12 @@ LIGHTGBM_GRID: dict[str, list[Any]] = {
     "prep__select_k": [None, 32],
 }
 LASSO_GRID: dict[str, list[Any]] = {"clf__C": [0.05, 0.2, 1.0]}
-MODEL_NAMES = ("lightgbm", "radiomics_lr", "clinical_lr", "lightgbm_recalibrated")
+MODEL_NAMES = ("lightgbm", "radiomics_lr", "clinical_lr", "lightgbm_recalibrated", "cnn", "hybrid")
+#: Paired AUC comparisons reported when both models ran (``a - b``).
+COMPARISONS = (
+    ("lightgbm", "clinical_lr"), ("lightgbm", "radiomics_lr"), ("radiomics_lr", "clinical_lr"),
+    ("cnn", "lightgbm"), ("hybrid", "lightgbm"), ("hybrid", "cnn"),
+)
 EPV_MINIMUM = 10.0
 
 
@@ -242,6 +261,15 @@ def outer_splits(
     return splits
 
 
+def fold_plan(
+    y: Any, groups: Any, config: ModelingConfig
+) -> list[tuple[int, int, NDArray[np.int64], NDArray[np.int64], int]]:
+    """``(repeat, fold, train positions, test positions, fold seed)``: the outer folds every model is fitted in."""
+    splits = outer_splits(y, groups, config.outer_folds, config.repeats, config.random_state)
+    seeds = np.random.SeedSequence([config.random_state, 1]).generate_state(len(splits))
+    return [(r, f, tr, te, int(seed)) for (r, f, tr, te), seed in zip(splits, seeds, strict=True)]
+
+
 @dataclass
 class FoldTask:
     """One outer fold of one repeat, with everything needed to fit it in another process."""
@@ -259,7 +287,7 @@ class FoldTask:
     seed: int
 
 
-def _fit_one(
+def fit_one(
     name: str, pipe: Pipeline, grid: dict[str, list[Any]], task: FoldTask, inner: StratifiedGroupKFold
 ) -> tuple[Pipeline, dict[str, Any]]:
     X_tr, y_tr, g_tr = task.X.iloc[task.train], task.y[task.train], task.groups[task.train]
@@ -295,7 +323,7 @@ def _fit_fold(task: FoldTask) -> dict[str, Any]:
     fitted: dict[str, Pipeline] = {}
     best: dict[str, dict[str, Any]] = {}
     for name, (pipe, grid) in build_models(task.config, task.features, task.clinical, task.seed).items():
-        model, params = _fit_one(name, pipe, grid, task, inner)
+        model, params = fit_one(name, pipe, grid, task, inner)
         prep = model.steps[0][1]
         # The spy every fold carries: preprocessing saw the training rows and nothing else.
         if getattr(prep, "n_samples_fit_", task.train.size) != task.train.size:
@@ -404,6 +432,9 @@ def run_modeling(
     save_models: bool = True,
     package: PackageSources | None = None,
     save_package: bool = True,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    deep: DeepConfig | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit, validate and document the models; write metrics, predictions, model card and folds.
 
@@ -422,39 +453,73 @@ def run_modeling(
     package, save_package
         Write ``package/``: the final model fitted on every case (:mod:`pacs_workbench.radiomics.package`),
         freezing the parameter files and cohort folder of ``package`` (``None``: recorded as absent).
+    cache, cache_dir
+        Reuse fold results (and the package's final model) cached by the content hash of the table and
+        the settings (:mod:`pacs_workbench.radiomics.fold_cache`), in ``cache_dir`` (default ``<out_dir>/cache``):
+        a rerun with nothing changed fits nothing. ``cache=False`` neither reads nor writes it.
+    deep
+        Also train a small 3-D CNN on lesion crops (model ``cnn``) and, with ``hybrid``, LightGBM on the
+        features plus the CNN's embeddings (model ``hybrid``), in the same outer folds
+        (:mod:`pacs_workbench.radiomics.deep`; settings :class:`~pacs_workbench.radiomics.deep.DeepConfig`).
+        The table then needs each case's preprocessed ``image`` and lesion ``mask``; a case without a mask
+        stops the run with :class:`~pacs_workbench.radiomics.cnn.CropError` before anything is fitted.
 
     Returns
     -------
     dict
-        The summary: ``auc``, ``auc_ci``, ``n``, ``n_events``, per-model AUCs, warnings, paths.
+        The summary: ``auc``, ``auc_ci``, ``n``, ``n_events``, per-model AUCs, warnings, paths, and
+        ``cache``: ``folds`` (outer folds of the run), ``fitted`` and ``from_cache`` (how many of them were
+        fitted now and how many read back), ``final_model`` (``"fitted"``, ``"cached"`` or ``"not fitted"``);
+        with ``deep``, ``deep``: the CNN folds trained and read back, seconds, crops padded.
     """
     frame = table if isinstance(table, pd.DataFrame) else read_table(table)
     data, counts, features, clinical = _prepare(frame, config)
+    id_col = config.id_col or ("case_id" if "case_id" in data.columns else None)
+    deep_config, crops = _deep_inputs(deep, data, id_col)  # a case that cannot be cropped stops the run here
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     notes = _check_events_per_variable(counts, len(features) + len(clinical))
 
-    id_col = config.id_col or ("case_id" if "case_id" in data.columns else None)
     case_ids = data[id_col].astype(str).to_numpy() if id_col else data["_row_index"].astype(str).to_numpy()
     input_cols = list(dict.fromkeys([*features, *([config.batch] if config.batch else []), *clinical]))
     y = data["_label"].to_numpy().astype(np.int64)
     groups = data[config.group].astype(str).to_numpy()
+    store = FoldStore.open(out, data[input_cols], y, groups, config, features, clinical, cache, cache_dir)
     results = _fit_folds(
-        data[input_cols], y, groups, config, features, clinical, workers=workers, scheduler=scheduler, progress=progress
-    )
+        data[input_cols], y, groups, config, features, clinical, workers=workers, scheduler=scheduler,
+        progress=progress, store=store,
+    )  # fmt: skip
+    deep_run = None
+    if deep_config is not None and crops is not None:
+        from pacs_workbench.radiomics.deep import run_deep_folds
+
+        deep_run = run_deep_folds(
+            crops, data[input_cols], y, groups, fold_plan(y, groups, config), config, features, clinical, deep_config,
+            out=out, table_key=store.table, cache=cache, cache_dir=cache_dir, workers=workers, scheduler=scheduler,
+            progress=progress,
+        )  # fmt: skip
+        _join_deep(results, deep_run)
 
     row_index = data["_row_index"].to_numpy()
     names = [m for m in MODEL_NAMES if m in results[0]["probs"]]
     predictions = _predictions(results, names, row_index, case_ids, groups, y)
     metrics = summarize(predictions, names, config, counts, notes, results)
     metrics["folds"] = fold_records(results)
+    if deep_run is not None and deep_config is not None:
+        metrics["deep"] = deep_run.report
+        metrics["settings"]["deep"] = asdict(deep_config)
     if save_models:
         write_fold_models(out / "models", results, row_index, case_ids, input_cols)
+        write_cnn_models(out / "models" / "cnn", deep_run, deep_config, row_index, case_ids)
     write_results(out, predictions, metrics)
     if save_package:
-        pipe, grid = build_models(config, features, clinical, config.random_state)["lightgbm"]
-        final = fit_final_model(pipe, grid, data[input_cols], y, groups, inner_folds=config.inner_folds,
-                                random_state=config.random_state, recalibrate=config.recalibrate)
+        final = store.final_model(
+            lambda: fit_final_model(
+                *build_models(config, features, clinical, config.random_state)["lightgbm"], data[input_cols], y,
+                groups, inner_folds=config.inner_folds, random_state=config.random_state,
+                recalibrate=config.recalibrate,
+            )
+        )
         roles = {"features": features, "clinical": clinical, "batch": config.batch, "label": config.label,
                  "group": config.group, "id_col": id_col}
         write_package(out / "package", final, data[input_cols], roles, metrics, package)
@@ -466,7 +531,33 @@ def run_modeling(
         "models": {name: metrics["models"][name]["auc"] for name in names},
         "warnings": notes,
         "out": str(out),
+        "cache": store.report() | ({"deep": deep_run.report} if deep_run is not None else {}),
     }
+
+
+def _deep_inputs(
+    deep: DeepConfig | dict[str, Any] | None, data: pd.DataFrame, id_col: str | None
+) -> tuple[DeepConfig | None, CropSet | None]:
+    """The CNN settings and every case's crop (``None``, ``None`` without ``deep``)."""
+    if deep is None:
+        return None, None
+    from pacs_workbench.radiomics.deep import DeepConfig
+
+    config = DeepConfig.coerce(deep)
+    started = time.perf_counter()
+    crops = make_crops(data, config.crops(), id_col=id_col or "_row_index", image_col=config.image_col,
+                       mask_col=config.mask_col)  # fmt: skip
+    crops.seconds = time.perf_counter() - started
+    return config, crops
+
+
+def _join_deep(results: list[dict[str, Any]], deep_run: DeepRun) -> None:
+    """Add the CNN's and the hybrid's test probabilities to LightGBM's fold results (the same folds)."""
+    for res, extra in zip(results, deep_run.results, strict=True):
+        same = (res["repeat"], res["fold"]) == (extra["repeat"], extra["fold"])
+        if not (same and np.array_equal(res["test"], extra["test"]) and np.array_equal(res["train"], extra["train"])):
+            raise GroupLeakError("the CNN's folds differ from LightGBM's: the comparison would not be paired")
+        res["probs"] = {**res["probs"], **extra["probs"]}
 
 
 def _check_events_per_variable(counts: dict[str, Any], n_vars: int) -> list[str]:
@@ -497,26 +588,113 @@ def _fit_folds(
     workers: int | None,
     scheduler: str | None,
     progress: bool,
+    store: FoldStore | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (repeat, outer fold) fitted, sorted; raises :class:`ModelingError` when a fold failed."""
-    splits = outer_splits(y, groups, config.outer_folds, config.repeats, config.random_state)
-    fold_seeds = np.random.SeedSequence([config.random_state, 1]).generate_state(len(splits))
-    tasks = (
-        FoldTask(r, f, X, y, groups, tr, te, config, features, clinical, int(seed))
-        for (r, f, tr, te), seed in zip(splits, fold_seeds, strict=True)
-    )
-    results = list(
+    """Every (repeat, outer fold) fitted or read from ``store``, sorted.
+
+    Raises :class:`ModelingError` when a fold failed.
+    """
+    tasks = [
+        FoldTask(r, f, X, y, groups, tr, te, config, features, clinical, seed)
+        for r, f, tr, te, seed in fold_plan(y, groups, config)
+    ]
+    cached = {(t.repeat, t.fold): hit for t in tasks if store is not None and (hit := store.read(t)) is not None}
+    todo = [t for t in tasks if (t.repeat, t.fold) not in cached]
+    results = list(cached.values())
+    fitted = list(
         map_items(
-            fit_fold, tasks, workers=workers, scheduler=scheduler, desc="model folds",
-            total=len(splits), progress=progress,
+            fit_fold, todo, workers=workers if len(todo) > 1 else 1, scheduler=scheduler, desc="model folds",
+            total=len(todo), progress=progress and bool(todo),
         )
-    )
-    failed = [r for r in results if "error" in r]
+    )  # fmt: skip
+    failed = [r for r in fitted if "error" in r]
     if failed:
         detail = "; ".join(f"repeat {r['repeat']} fold {r['fold']}: {r['error']}" for r in failed[:3])
-        raise ModelingError(f"{len(failed)} of {len(results)} folds failed ({detail})")
+        raise ModelingError(f"{len(failed)} of {len(tasks)} folds failed ({detail})")
+    if store is not None:
+        by_fold = {(t.repeat, t.fold): t for t in tasks}
+        for res in fitted:
+            store.write(by_fold[(res["repeat"], res["fold"])], res)
+        store.finish(tasks)
+    results += fitted
     results.sort(key=lambda r: (r["repeat"], r["fold"]))
     return results
+
+
+@dataclass
+class FoldStore:
+    """The fold cache of one run (:mod:`pacs_workbench.radiomics.fold_cache`) and what it served.
+
+    ``folder`` ``None`` is a run without cache: nothing is read or written, every fold is fitted.
+    """
+
+    folder: Path | None
+    table: str
+    settings: str
+    fitted: int = 0
+    from_cache: int = 0
+    final: str = "not fitted"
+
+    @classmethod
+    def open(
+        cls,
+        out: Path,
+        X: pd.DataFrame,
+        y: NDArray[np.int64],
+        groups: NDArray[Any],
+        config: ModelingConfig,
+        features: list[str],
+        clinical: list[str],
+        cache: bool,
+        cache_dir: str | os.PathLike[str] | None,
+    ) -> FoldStore:
+        folder = fold_cache.cache_folder(out, cache_dir, "folds") if cache else None
+        table = fold_cache.table_digest(X, y, groups)
+        settings = fold_cache.settings_digest(asdict(config), features, clinical)
+        return cls(folder, table, settings)
+
+    def key(self, task: FoldTask) -> str:
+        return fold_cache.fold_key(self.table, self.settings, task.repeat, task.fold, task.seed, task.train, task.test)
+
+    def read(self, task: FoldTask) -> dict[str, Any] | None:
+        if self.folder is None:
+            return None
+        key = self.key(task)
+        hit = fold_cache.read_entry(fold_cache.entry_path(self.folder, key), key)
+        if hit is not None:
+            self.from_cache += 1
+        return hit
+
+    def write(self, task: FoldTask, result: dict[str, Any]) -> None:
+        self.fitted += 1
+        if self.folder is not None:
+            key = self.key(task)
+            fold_cache.write_entry(fold_cache.entry_path(self.folder, key), key, result)
+
+    def finish(self, tasks: Sequence[FoldTask]) -> None:
+        """Drop the entries of earlier runs that this run did not use (the final model's stays)."""
+        if self.folder is not None:
+            fold_cache.prune(self.folder, [self.key(t) for t in tasks] + [self.final_key()])
+
+    def final_key(self) -> str:
+        return fold_cache.settings_digest({"final": True}, self.table, self.settings)
+
+    def final_model(self, fit: Callable[[], T]) -> T:
+        """The package's final model: read back, or ``fit()`` and stored."""
+        key = self.final_key()
+        path = fold_cache.entry_path(self.folder, key) if self.folder is not None else None
+        if path is not None and (hit := fold_cache.read_entry(path, key)) is not None:
+            self.final = "cached"
+            return hit  # type: ignore[no-any-return]
+        model = fit()
+        self.final = "fitted"
+        if path is not None:
+            fold_cache.write_entry(path, key, model)
+        return model
+
+    def report(self) -> dict[str, Any]:
+        return {"folds": self.fitted + self.from_cache, "fitted": self.fitted, "from_cache": self.from_cache,
+                "final_model": self.final, "folder": str(self.folder) if self.folder else None}  # fmt: skip
 
 
 def _predictions(
@@ -564,15 +742,20 @@ def summarize(
     folds = np.vstack([wide.loc[wide["repeat"] == r, "outer_fold"].to_numpy() for r in repeats])
     models: dict[str, Any] = {}
     boots: dict[str, FloatArray] = {}
+    oof: dict[str, FloatArray] = {}
     for name in names:
-        probs = np.vstack([wide.loc[wide["repeat"] == r, f"prob_{name}"].to_numpy() for r in repeats])
+        oof[name] = np.vstack([wide.loc[wide["repeat"] == r, f"prob_{name}"].to_numpy() for r in repeats])
         models[name], boots[name] = perf.summarize_model(
-            y, probs, folds, boot_w, risk_cutoffs=config.risk_cutoffs
+            y, oof[name], folds, boot_w, risk_cutoffs=config.risk_cutoffs
         )
+    # DeLong assumes independent cases: it applies to one case per patient.
+    independent = bool(first["group"].is_unique)
     comparisons: dict[str, Any] = {}
-    for a, b in [("lightgbm", "clinical_lr"), ("lightgbm", "radiomics_lr"), ("radiomics_lr", "clinical_lr")]:
+    for a, b in COMPARISONS:
         if a in models and b in models:
-            comparisons[f"{a}_vs_{b}"] = perf.compare_auc(boots[a], boots[b], models[a]["auc"], models[b]["auc"])
+            comparisons[f"{a}_vs_{b}"] = perf.compare_auc(boots[a], boots[b], models[a]["auc"], models[b]["auc"]) | {
+                "delong": perf.delong_repeats(y, oof[a], oof[b], independent)
+            }
     main = models["lightgbm"]
     n_features = [r["n_features_after_filter"] for r in results]
     settings = {

@@ -11,18 +11,33 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
+import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from sklearn.pipeline import Pipeline
 
-from pacs_workbench.core.files import json_ready, write_atomic, write_bytes_atomic, write_text_atomic
+from pacs_workbench.core.files import (
+    json_ready,
+    write_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from pacs_workbench.radiomics.card import render_model_card
 from pacs_workbench.radiomics.transformers import RadiomicsPreprocessor
+
+if TYPE_CHECKING:
+    from pacs_workbench.radiomics.deep import DeepConfig, DeepRun
+
+#: The CNN's files in ``models/`` (for the explain stage's saliency maps).
+CNN_FOLDER = "cnn"
 
 
 def write_results(out: Path, predictions: pd.DataFrame, metrics: dict[str, Any]) -> None:
@@ -97,6 +112,58 @@ def write_fold_models(
         _write_parquet(folder / f"{stem}_test.parquet", matrix)
     index = pd.DataFrame(fold_records(results)).drop(columns=["best_params"])
     _write_parquet(folder / "folds.parquet", index)
+
+
+def write_cnn_models(
+    folder: Path,
+    deep_run: DeepRun | None,
+    settings: DeepConfig | None,
+    row_index: NDArray[Any],
+    case_ids: NDArray[Any],
+) -> None:
+    """``models/cnn/``: every fold's CNN checkpoint, the crops, the folds and the test rows' embeddings.
+
+    ``r{repeat}_f{fold}.pt`` (state dict), ``settings.json`` (:class:`~pacs_workbench.radiomics.deep.DeepConfig`,
+    channels, crop shape), ``crops.npy`` with ``crops.parquet`` (``row_index``, ``case_id``, padding per
+    crop, in the order of ``crops.npy``), ``folds.parquet`` (``repeat``, ``outer_fold``, ``checkpoint``,
+    ``train_rows``, ``test_rows``, ``best_epoch``, ...) and ``embeddings.parquet`` (the hybrid's embedding of
+    each test row by the CNN of the fold that held it out). A run without the CNN removes the folder, so
+    no stale network is explained.
+    """
+    if deep_run is None or settings is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    crops = deep_run.crops
+    write_atomic(folder / "crops.npy", lambda temp: np.save(temp, crops.arrays, allow_pickle=False), suffix=".npy")
+    info = crops.info.drop(columns=["case_id"]).assign(row_index=row_index, case_id=case_ids)
+    _write_parquet(folder / "crops.parquet", info[["row_index", "case_id", "padded_share", "lesion_at_edge"]])
+    rows, embeddings = [], []
+    for res in deep_run.results:
+        stem = f"r{res['repeat']}_f{res['fold']}"
+        write_bytes_atomic(folder / f"{stem}.pt", deep_run.checkpoints[(res["repeat"], res["fold"])])
+        rows.append({
+            "repeat": int(res["repeat"]), "outer_fold": int(res["fold"]), "checkpoint": f"{stem}.pt",
+            "cnn_key": res["cnn_key"], "best_epoch": int(res["best_epoch"]), "epochs_run": len(res["history"]),
+            "n_train": int(res["n_train"]), "n_validation": int(res["n_validation"]), "n_test": int(res["test"].size),
+            "train_rows": row_index[res["train"]].tolist(), "test_rows": row_index[res["test"]].tolist(),
+        })  # fmt: skip
+        if "embedding_test" in res:
+            part = pd.DataFrame(res["embedding_test"], columns=res["embedding_names"])
+            part.insert(0, "outer_fold", int(res["fold"]))
+            part.insert(0, "repeat", int(res["repeat"]))
+            part.insert(0, "case_id", case_ids[res["test"]])
+            part.insert(0, "row_index", row_index[res["test"]])
+            embeddings.append(part)
+    _write_parquet(folder / "folds.parquet", pd.DataFrame(rows))
+    if embeddings:
+        _write_parquet(folder / "embeddings.parquet", pd.concat(embeddings, ignore_index=True))
+    else:
+        (folder / "embeddings.parquet").unlink(missing_ok=True)
+    described = json_ready(asdict(settings)) | {
+        "in_channels": int(crops.arrays.shape[1]), "crop_shape": [int(v) for v in crops.arrays.shape[2:]],
+    }  # fmt: skip
+    write_json_atomic(folder / "settings.json", described, indent=1)
 
 
 def read_results(model_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], pd.DataFrame]:

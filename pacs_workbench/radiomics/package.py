@@ -269,7 +269,8 @@ def write_package(
     write_json_atomic(folder / "versions.json", _versions(), indent=2)
     main = metrics["models"]["lightgbm"]
     frozen = _sources(folder, sources or PackageSources())
-    not_used = {"cnn": "not part of this run"}
+    not_used = {"cnn": "validated beside LightGBM in the same folds (metrics.json), not packaged"
+                if metrics.get("deep") else "not part of this run"}
     if frozen["segmentation"] is None:
         not_used["segmentation_model"] = "masks came with the data"
     description = {

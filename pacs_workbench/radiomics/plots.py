@@ -9,11 +9,15 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-_MODEL_COLOURS = {"lightgbm": "#4c72b0", "radiomics_lr": "#dd8452", "clinical_lr": "#55a868"}
+_MODEL_COLOURS = {
+    "lightgbm": "#4c72b0", "radiomics_lr": "#dd8452", "clinical_lr": "#55a868", "cnn": "#c44e52", "hybrid": "#8172b3",
+}  # fmt: skip
 
 
-def plot_roc(predictions: pd.DataFrame, models: Sequence[str] = ("lightgbm", "radiomics_lr", "clinical_lr")) -> Figure:
-    """Out-of-fold ROC curves of each model (repeats pooled)."""
+def plot_roc(
+    predictions: pd.DataFrame, models: Sequence[str] = ("lightgbm", "radiomics_lr", "clinical_lr", "cnn", "hybrid")
+) -> Figure:
+    """Out-of-fold ROC curves of each model (repeats pooled; models the run did not fit are left out)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
@@ -34,9 +38,9 @@ def plot_roc(predictions: pd.DataFrame, models: Sequence[str] = ("lightgbm", "ra
 
 
 def plot_calibration_and_decision(
-    metrics: dict[str, Any], models: Sequence[str] = ("lightgbm", "clinical_lr")
+    metrics: dict[str, Any], models: Sequence[str] = ("lightgbm", "clinical_lr", "cnn", "hybrid")
 ) -> Figure:
-    """Calibration curves and decision curves (net benefit) from ``metrics.json``."""
+    """Calibration curves and decision curves (net benefit) from ``metrics.json`` (absent models left out)."""
     fig, (cal, dca) = plt.subplots(1, 2, figsize=(9.5, 4))
     for name in models:
         record = metrics["models"].get(name)

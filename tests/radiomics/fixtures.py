@@ -157,3 +157,46 @@ def run_sklearn_check(name: str, estimator: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         getattr(estimator_checks, name)(type(estimator).__name__, estimator)
+
+
+# --- lesion cohorts for the CNN ------------------------------------------------------------------
+
+#: A CNN small enough for seconds per fold: 12-voxel crops, a few channels, two epochs.
+TINY_DEEP: dict[str, Any] = {
+    "crop_size": 12, "crop_spacing_mm": 1.5, "widths": (2, 4, 4, 8), "epochs": 2, "patience": 2, "batch_size": 8,
+}  # fmt: skip
+
+
+def lesion_cohort(folder: Path, n_patients: int = 24, seed: int = 0) -> pd.DataFrame:
+    """One lesion per patient written as image and mask (``write_case``); the outcome follows the lesion's size.
+
+    Columns: ``case_id``, ``patient``, ``label``, ``age``, ``Manufacturer``, ``image``, ``mask``, a noisy
+    size feature and three noise features.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    radius = rng.uniform(2.5, 6.5, n_patients)
+    label = (radius + rng.normal(0, 0.6, n_patients) > 4.5).astype(int)
+    rows = []
+    for i in range(n_patients):
+        image, mask = write_case(folder, f"l{i:02d}", float(radius[i]), seed=i)
+        rows.append({"case_id": f"L{i:03d}", "patient": f"Q{i:03d}", "label": int(label[i]),
+                     "age": float(rng.normal(65, 8)), "Manufacturer": str(VENDORS[i % 2]), "image": str(image),
+                     "mask": str(mask)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table["original_shape_Diameter"] = 2 * radius + rng.normal(0, 1.0, n_patients)
+    for j in range(3):
+        table[f"original_firstorder_N{j}"] = rng.normal(0, 1, n_patients)
+    return table
+
+
+def lesion_config(**overrides: Any) -> ModelingConfig:
+    """Quick modeling settings for :func:`lesion_cohort`."""
+    base: dict[str, Any] = dict(
+        label="label", group="patient", id_col="case_id", batch=None, clinical=("age",), repeats=2, outer_folds=3,
+        inner_folds=2, random_state=0, n_boot=100,
+        lightgbm_params=dict(LIGHTGBM_PARAMS, n_estimators=30, min_child_samples=3),
+        lightgbm_grid={"clf__max_depth": [2]}, lasso_grid={"clf__C": [1.0]},
+    )  # fmt: skip
+    base.update(overrides)
+    return ModelingConfig(**base)

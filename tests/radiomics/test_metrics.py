@@ -72,3 +72,27 @@ def test_paired_comparison_sign() -> None:
     cmp = perf.compare_auc(boot_good, boot_bad, rec_good["auc"], rec_bad["auc"])
     assert cmp["delta_auc"] > 0 and cmp["delta_auc_ci"][0] > 0
     assert rec_good["auc_ci"][0] < rec_good["auc"] < rec_good["auc_ci"][1]
+
+
+def test_delong_agrees_with_the_auc_and_a_bootstrap() -> None:
+    delong_test, delong_repeats = perf.delong_test, perf.delong_repeats
+    rng = np.random.default_rng(4)
+    n = 400
+    y = (rng.random(n) < 0.35).astype(int)
+    signal = rng.normal(0, 1, n) + 1.0 * y
+    a = signal + rng.normal(0, 0.7, n)
+    b = signal + rng.normal(0, 1.6, n)
+    test = delong_test(y, a, b)
+    assert test["auc_a"] == pytest.approx(roc_auc_score(y, a)) and test["auc_b"] == pytest.approx(roc_auc_score(y, b))
+    assert test["delta_auc"] == pytest.approx(test["auc_a"] - test["auc_b"])
+    boot = []
+    for _ in range(400):
+        i = rng.integers(0, n, n)
+        boot.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
+    assert test["se"] == pytest.approx(np.std(boot), rel=0.2)
+    assert test["p_value"] < 0.01 and test["delta_auc_ci"][0] > 0
+    same = delong_test(y, a, a)
+    assert same["delta_auc"] == 0 and same["p_value"] == 1.0
+    repeated = delong_repeats(y, np.vstack([a, a]), np.vstack([b, b]))
+    assert repeated["p_value"] == pytest.approx(test["p_value"]) and len(repeated["z_per_repeat"]) == 2
+    assert not delong_repeats(y, a, b, applies=False)["applies"]
