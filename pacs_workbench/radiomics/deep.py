@@ -40,7 +40,7 @@ from pacs_workbench.core.executor import map_items
 from pacs_workbench.core.files import write_atomic, write_json_atomic
 from pacs_workbench.radiomics import fold_cache
 from pacs_workbench.radiomics.cnn import CNNClassifier, CropSet, CropSettings, device
-from pacs_workbench.radiomics.model import (
+from pacs_workbench.radiomics.folds import (
     FoldTask,
     GroupLeakError,
     ModelingConfig,

@@ -14,7 +14,7 @@ import pytest
 
 from pacs_workbench.radiomics import cnn as cnn_module
 from pacs_workbench.radiomics import deep as deep_module
-from pacs_workbench.radiomics import model as modeling
+from pacs_workbench.radiomics import folds
 from pacs_workbench.radiomics.cnn import CropError
 from pacs_workbench.radiomics.deep import DeepConfig
 from tests.radiomics.fixtures import TINY_DEEP, lesion_cohort, lesion_config, run_quiet
@@ -147,7 +147,7 @@ def test_a_case_without_a_mask_stops_the_run_before_any_fit(cohort, tmp_path, mo
     def refuse(*args, **kwargs):
         raise AssertionError("fitted although the crops could not be made")
 
-    monkeypatch.setattr(modeling, "_fit_fold", refuse)
+    monkeypatch.setattr(folds, "_fit_fold", refuse)
     with pytest.raises(CropError, match=r"1 of 24 case\(s\) cannot be cropped.*L003"):
         run_quiet(table, tmp_path / "out", lesion_config(), deep=TINY_DEEP)
     assert not (tmp_path / "out" / "predictions.parquet").exists()

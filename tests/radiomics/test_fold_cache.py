@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pacs_workbench.radiomics import fold_cache
+from pacs_workbench.radiomics import fold_cache, folds
 from pacs_workbench.radiomics import model as modeling
 from pacs_workbench.radiomics import package as packaging
 from tests.radiomics.fixtures import make_table, run_quiet, small_config
@@ -23,7 +23,7 @@ def _no_fits(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a fit ran although nothing changed")
 
-    monkeypatch.setattr(modeling, "_fit_fold", refuse)
+    monkeypatch.setattr(folds, "_fit_fold", refuse)
     monkeypatch.setattr(modeling, "fit_final_model", refuse)
     monkeypatch.setattr(packaging, "fit_final_model", refuse)
 
