@@ -39,7 +39,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from pacs_workbench.synth.common import make_uid
 from pacs_workbench.synth.dose import study_dose
 from pacs_workbench.synth.imaging import MATRIX, VENDORS, RenderedSeries, to_stored
-from pacs_workbench.synth.patients import INSTITUTIONS, PatientPlan, StudyPlan, staff_forms
+from pacs_workbench.synth.patients import INSTITUTIONS, PatientPlan, Person, StudyPlan, staff_forms
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -171,29 +171,38 @@ def series_texts(study: StudyPlan) -> dict[str, str]:
     return {"ct": desc, "protocol": protocol, "localizer": VENDORS[p.vendor].localizer_name, "dose": dose}
 
 
-def add_patient_study(ds: Dataset, plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> None:
-    """Patient, general study and institution attributes shared by every object of a study."""
-    person = plan.person
-    inst = INSTITUTIONS[plan.institution]
-    vendor = study.scanner.vendor
+def add_patient(ds: Dataset, person: Person, institution: str, flags: dict[str, bool], study_date: dt.date) -> None:
+    """The Patient module as an export writes it: (0010,0010) Patient's Name, ID, birth date, address, ...
+
+    ``flags`` plant the optional identifiers: ``telephone`` (0010,2154) and ``other_ids``
+    (0010,1002) Other Patient IDs Sequence.
+    """
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName = person.dicom_name
     ds.PatientID = person.mrn
-    ds.IssuerOfPatientID = inst.name.upper()[:64]
+    ds.IssuerOfPatientID = institution.upper()[:64]
     ds.PatientBirthDate = person.birth_date_forms()[0]
     ds.PatientSex = person.sex
-    ds.PatientAge = f"{(study.date - person.birth_date).days // 365:03d}Y"
+    ds.PatientAge = f"{(study_date - person.birth_date).days // 365:03d}Y"
     ds.PatientAddress = person.address
-    if plan.flags.get("telephone"):
+    if flags.get("telephone"):
         ds.PatientTelephoneNumbers = person.phone
-    if plan.flags.get("other_ids"):
+    if flags.get("other_ids"):
         other = Dataset()
         other.PatientID = person.other_id
         other.IssuerOfPatientID = "REGIONAL HIE"
         other.TypeOfPatientID = "TEXT"
         ds.OtherPatientIDsSequence = Sequence([other])
-        if vendor in ("ge", "canon"):
-            ds.OtherPatientIDs = person.other_id  # retired (0010,1000), still written
+
+
+def add_patient_study(ds: Dataset, plan: PatientPlan, study: StudyPlan, uids: StudyUIDs) -> None:
+    """Patient, general study and institution attributes shared by every object of a study."""
+    person = plan.person
+    inst = INSTITUTIONS[plan.institution]
+    vendor = study.scanner.vendor
+    add_patient(ds, person, inst.name, plan.flags, study.date)
+    if plan.flags.get("other_ids") and vendor in ("ge", "canon"):
+        ds.OtherPatientIDs = person.other_id  # retired (0010,1000), still written
     if plan.phi_in_patient_comments:
         ds.PatientComments = f"Call {person.phone_dashed} before exam. DOB {person.birth_date_forms()[2]}."
     ds.StudyInstanceUID = uids.study

@@ -22,7 +22,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pacs_workbench.synth.common import make_uid
-from pacs_workbench.synth.dicom_writer import dicom_date, vendor_time
+from pacs_workbench.synth.dicom_writer import add_patient, dicom_date, vendor_time
 from pacs_workbench.synth.mr_phantom import MR_MATRIX
 from pacs_workbench.synth.mr_plan import MRPatientPlan, MRStudyPlan, MRStudyUIDs
 from pacs_workbench.synth.mr_sequences import PHILIPS_RESCALE_SLOPE, VENDOR_SCALE, MRScanner, SequenceSpec
@@ -79,22 +79,7 @@ def add_mr_patient_study(ds: Dataset, plan: MRPatientPlan, study: MRStudyPlan, u
     base = plan.base
     inst = INSTITUTIONS[base.institution]
     vendor = study.scanner.vendor
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.PatientName = person.dicom_name
-    ds.PatientID = person.mrn
-    ds.IssuerOfPatientID = inst.name.upper()[:64]
-    ds.PatientBirthDate = person.birth_date_forms()[0]
-    ds.PatientSex = person.sex
-    ds.PatientAge = f"{(study.date - person.birth_date).days // 365:03d}Y"
-    ds.PatientAddress = person.address
-    if base.flags.get("telephone"):
-        ds.PatientTelephoneNumbers = person.phone
-    if base.flags.get("other_ids"):
-        other = Dataset()
-        other.PatientID = person.other_id
-        other.IssuerOfPatientID = "REGIONAL HIE"
-        other.TypeOfPatientID = "TEXT"
-        ds.OtherPatientIDsSequence = Sequence([other])
+    add_patient(ds, person, inst.name, base.flags, study.date)
     if base.phi_in_patient_comments:
         ds.PatientComments = f"Claustrophobic, call {person.phone_dashed}. DOB {person.birth_date_forms()[2]}."
     ds.StudyInstanceUID = uids.study

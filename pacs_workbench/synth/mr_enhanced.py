@@ -24,8 +24,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
-from pydicom.uid import UID
-from pydicom.valuerep import DA, TM
 
 from pacs_workbench.synth.common import make_uid
 from pacs_workbench.synth.dicom_writer import ANNOTATION_EQUIPMENT, dicom_date
@@ -45,7 +43,7 @@ from pacs_workbench.synth.mr_phantom import MR_MATRIX
 from pacs_workbench.synth.mr_plan import MRPatientPlan, MRStudyPlan, MRStudyUIDs
 from pacs_workbench.synth.mr_sequences import PHILIPS_RESCALE_SLOPE, SequenceSpec
 from pacs_workbench.synth.patients import staff_forms
-from pacs_workbench.synth.segmentations import _pin_uids_and_times
+from pacs_workbench.synth.segmentations import pin_seg_provenance
 
 SEG_SERIES_NUMBER = 300
 BRAIN = hd.sr.CodedConcept("12738006", "SCT", "Brain")
@@ -295,16 +293,6 @@ def build_mr_segmentation(
         series_date=study.date,
         series_time=when.time(),
     )
-    seg.InstanceCreationDate = DA(dicom_date(study.date))
-    seg.InstanceCreationTime = TM(when.strftime("%H%M%S"))
-    generated = {
-        item.DimensionOrganizationUID: uids.uid("seg-dimorg", 1)
-        for item in seg.get("DimensionOrganizationSequence", [])
-    }
-    _pin_uids_and_times(seg, generated)
-    for item in seg.get("ContributingEquipmentSequence", []):
-        if "ContributionDateTime" in item:
-            item.ContributionDateTime = study_moment(study, 2.0).strftime("%Y%m%d%H%M%S")
-    seg.file_meta.ImplementationClassUID = UID(make_uid(0, "implementation", "annotation"))
-    seg.file_meta.ImplementationVersionName = ANNOTATION_EQUIPMENT["version_name"]
+    pin_seg_provenance(seg, dicom_date(study.date), when.strftime("%H%M%S"), uids.uid("seg-dimorg", 1),
+                       study_moment(study, 2.0).strftime("%Y%m%d%H%M%S"))  # fmt: skip
     return seg

@@ -54,6 +54,27 @@ def _pin_uids_and_times(ds: Dataset, replacements: dict[str, str]) -> None:
             elem.value = replacements[elem.value]
 
 
+def pin_seg_provenance(
+    seg: Dataset, created: str, when: str, dimension_organization_uid: str, contributed: str
+) -> None:
+    """Pin what highdicom stamps at run time, so a seed gives the same bytes.
+
+    ``created``/``when`` become (0008,0012) Instance Creation Date and (0008,0013) Instance Creation
+    Time, every generated (0020,9164) Dimension Organization UID becomes ``dimension_organization_uid``,
+    every (0018,A002) Contribution DateTime ``contributed``, and the File Meta names the annotation tool.
+    """
+    seg.InstanceCreationDate = DA(created)
+    seg.InstanceCreationTime = TM(when)
+    generated = {item.DimensionOrganizationUID: dimension_organization_uid
+                 for item in seg.get("DimensionOrganizationSequence", [])}  # fmt: skip
+    _pin_uids_and_times(seg, generated)
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = contributed
+    seg.file_meta.ImplementationClassUID = UID(make_uid(0, "implementation", "annotation"))
+    seg.file_meta.ImplementationVersionName = ANNOTATION_EQUIPMENT["version_name"]
+
+
 def build_segmentation(
     plan: PatientPlan,
     study: StudyPlan,
@@ -108,19 +129,9 @@ def build_segmentation(
         series_date=study.date,
         series_time=when.time(),
     )
-    # highdicom stamps creation time and random dimension-organization UIDs: pin them.
-    seg.InstanceCreationDate = DA(dicom_date(study.date))
-    seg.InstanceCreationTime = TM(when.strftime("%H%M%S"))
-    generated = {
-        item.DimensionOrganizationUID: uids.instance(plan, study, "seg-dimorg", nodule_index)
-        for item in seg.get("DimensionOrganizationSequence", [])
-    }
-    _pin_uids_and_times(seg, generated)
-    for item in seg.get("ContributingEquipmentSequence", []):
-        if "ContributionDateTime" in item:
-            item.ContributionDateTime = study_moment(study, 2.0).strftime("%Y%m%d%H%M%S")
-    seg.file_meta.ImplementationClassUID = UID(make_uid(0, "implementation", "annotation"))
-    seg.file_meta.ImplementationVersionName = ANNOTATION_EQUIPMENT["version_name"]
+    pin_seg_provenance(seg, dicom_date(study.date), when.strftime("%H%M%S"),
+                       uids.instance(plan, study, "seg-dimorg", nodule_index),
+                       study_moment(study, 2.0).strftime("%Y%m%d%H%M%S"))  # fmt: skip
     return seg
 
 
