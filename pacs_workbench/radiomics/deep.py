@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,21 +136,10 @@ def checkpoint_key(
 
 
 @dataclass
-class DeepFoldTask:
-    """One (repeat, outer fold) of the CNN and the hybrid, with everything needed in another process."""
+class DeepFoldTask(FoldTask):
+    """LightGBM's fold task with what the CNN and the hybrid add: the crops, settings and checkpoint."""
 
-    repeat: int
-    fold: int
     crops_file: str
-    X: pd.DataFrame
-    y: NDArray[np.int64]
-    groups: NDArray[Any]
-    train: NDArray[np.int64]
-    test: NDArray[np.int64]
-    config: ModelingConfig
-    features: list[str]
-    clinical: list[str]
-    seed: int
     deep: DeepConfig
     cnn_key: str
     checkpoint: str
@@ -222,9 +211,7 @@ def _fit_deep_fold(task: DeepFoldTask) -> dict[str, Any]:
     features = [*task.features, *names]
     pipe, grid = build_models(task.config, features, task.clinical, task.seed)["lightgbm"]
     inner = StratifiedGroupKFold(n_splits=task.config.inner_folds, shuffle=True, random_state=task.seed)
-    fold = FoldTask(task.repeat, task.fold, embedded, task.y, task.groups, task.train, task.test, task.config,
-                    features, task.clinical, task.seed)  # fmt: skip
-    model, params = fit_one("hybrid", pipe, grid, fold, inner)
+    model, params = fit_one("hybrid", pipe, grid, replace(task, X=embedded, features=features), inner)
     if getattr(model.steps[0][1], "n_samples_fit_", task.train.size) != task.train.size:
         raise GroupLeakError("hybrid: preprocessing was fitted on rows outside the training part")
     probs["hybrid"] = model.predict_proba(embedded.iloc[task.test])[:, 1]
@@ -332,8 +319,8 @@ def _run(
         cnn_key = checkpoint_key(crops.arrays[train], y[train], groups[train], deep, cnn_seed(seed))
         keys[(repeat, fold)] = fold_cache.settings_digest({"cnn": cnn_key}, table_key, settings)
         checkpoint = str(folder / f"cnn-{cnn_key[:24]}.pt")
-        tasks.append(DeepFoldTask(repeat, fold, str(crops_file), X, y, groups, train, test, config, features,
-                                  clinical, int(seed), deep, cnn_key, checkpoint))  # fmt: skip
+        tasks.append(DeepFoldTask(repeat, fold, X, y, groups, train, test, config, features, clinical, int(seed),
+                                  str(crops_file), deep, cnn_key, checkpoint))  # fmt: skip
     results = []
     for task in tasks if cache else []:
         key = keys[(task.repeat, task.fold)]
