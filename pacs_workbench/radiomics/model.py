@@ -155,8 +155,7 @@ def _prepare(
     reserved = [
         c for c in [config.label, config.group, config.time, config.batch, config.id_col] if c is not None
     ]
-    # segment_number (which segment of a SEG a case is) is provenance, not a property of the lesion.
-    reserved += [*config.clinical, *config.exclude, "case_id", "segment_number", "_row_index", "_label"]
+    reserved += [*config.clinical, *config.exclude, "_row_index", "_label"]
     features, n_ignored = select_feature_columns(data, reserved)
     counts["n_columns_ignored"] = n_ignored
     if not features:

@@ -72,13 +72,19 @@ def label_at_horizon(event: pd.Series, time: pd.Series, horizon: float) -> tuple
     return label, int(censored.sum())
 
 
+#: Columns that say which case a row is, never what the lesion is like: ``segment_number`` is the
+#: segment of a SEG the case came from.
+CASE_KEY_COLUMNS = ("case_id", "segment_number")
+
+
 def select_feature_columns(table: pd.DataFrame, reserved: Sequence[str]) -> tuple[list[str], int]:
     """Candidate feature columns and the number of other columns left out.
 
-    Numeric columns only, except ``reserved``, columns named for a DICOM attribute (provenance,
-    e.g. `(0008,0070) Manufacturer`, `(0018,0050) Slice Thickness`) and ``diagnostics_*``.
+    Numeric columns only, except ``reserved`` and :data:`CASE_KEY_COLUMNS`, columns named for a DICOM
+    attribute (provenance, e.g. `(0008,0070) Manufacturer`, `(0018,0050) Slice Thickness`) and
+    ``diagnostics_*``.
     """
-    skip = set(reserved)
+    skip = set(reserved) | set(CASE_KEY_COLUMNS)
     features = []
     for col in table.columns:
         name = str(col)
