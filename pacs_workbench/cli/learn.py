@@ -249,16 +249,10 @@ def _predict_error() -> ErrorTypes:
 
 @refuses(_predict_error, "{command}: refused: {exc}")
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pacs_workbench.deploy import predict_cases
-    from pacs_workbench.runner.run import run_command_notebook
+    from pacs_workbench.runner.validation import predict_with_report
 
-    summary = predict_cases(args.package, args.cases, args.out, label=args.label, cohort=args.cohort,
-                            workers=args.workers)  # fmt: skip
-    if args.label:
-        values = {"predictions_file": str((args.out / "predictions.parquet").absolute()),
-                  "package_dir": str(args.package.absolute()), "bootstrap": args.bootstrap}  # fmt: skip
-        record = run_command_notebook("07_external_validation", values, args.out)
-        summary["report"] = {"status": record.status, "html": record.html, "error": record.error}
+    summary, _ = predict_with_report(args.package, args.cases, args.out, label=args.label, cohort=args.cohort,
+                                     bootstrap=args.bootstrap, workers=args.workers, progress=sys.stderr)  # fmt: skip
     print_json(summary)
     return 0 if summary.get("report", {}).get("status", "ok") == "ok" else 1
 

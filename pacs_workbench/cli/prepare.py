@@ -32,13 +32,18 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         "--modality", choices=["CT", "MR"], default="CT", type=str.upper,
         help="CT: chest CT with nodules (default); MR: brain MR, multi-sequence studies with a lesion",
     )
+    p.add_argument(
+        "--site", choices=["development", "external"], default="development",
+        help="external: another hospital network for external validation, with another vendor mix and "
+        "shifted intensities (CT only; default development)",
+    )  # fmt: skip
     p.set_defaults(handler=_cmd_synth)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from pacs_workbench.synth import generate
 
-    summary = generate(args.out, patients=args.patients, seed=args.seed, modality=args.modality)
+    summary = generate(args.out, patients=args.patients, seed=args.seed, modality=args.modality, site=args.site)
     print_json(summary)
     return 0
 

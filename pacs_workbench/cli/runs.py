@@ -41,19 +41,27 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         help="generate the demo extract into data/demo and run every notebook into reports/demo",
         description=(
             "Generate the synthetic demo extract (data/demo), a project key, and run every notebook with "
-            "the default parameters into reports/demo/ (open reports/demo/index.html)."
+            "the default parameters into reports/demo/ (open reports/demo/index.html). Then validate the demo "
+            "model on a second synthetic site (data/demo/external: another seed, vendor mix and scanner "
+            "calibration), brought through 01-03 and scored with predict --label (reports/demo/external/)."
         ),
     )
     p.add_argument("--patients", type=int, default=120, help="number of synthetic patients (default 120)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--external-patients",
+        type=int,
+        default=None,
+        help="patients of the external site the demo model is validated on (default: half of --patients; 0: none)",
+    )
     p.set_defaults(handler=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pacs_workbench.runner import run_demo, run_summary
 
-    result = run_demo(patients=args.patients, seed=args.seed, progress=sys.stderr)
+    result = run_demo(
+        patients=args.patients, seed=args.seed, progress=sys.stderr, external_patients=args.external_patients
+    )
     print(run_summary(result))
     return 0 if result.ok else 1
-
-

@@ -7,9 +7,9 @@ its HTML and the run page (:mod:`pacs_workbench.runner.pages`). A failing notebo
 its HTML; the notebooks after it are marked not run. Relative paths mean the same to the runner
 and to the notebooks: both resolve them with :func:`pacs_workbench.core.params.project_path`, the
 kernel told the run's base folder through ``PACS_WORKBENCH_HOME``
-(:mod:`~pacs_workbench.runner.engine`). :func:`run_demo` prepares the synthetic
-extract (:func:`prepare_demo_data`) and runs every notebook on it; :func:`retarget_params`
-points the default parameters at another data folder.
+(:mod:`~pacs_workbench.runner.engine`). :func:`prepare_demo_data` makes a synthetic extract
+once per setting; :func:`retarget_params` points the default parameters at another data folder
+(the demo itself is :mod:`~pacs_workbench.runner.demo`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import papermill as pm
 
@@ -56,6 +56,17 @@ from pacs_workbench.runner.pages import (
 )
 
 CELL_TIMEOUT_S = 1800
+
+
+class RunStep(NamedTuple):
+    """A step a run takes after its notebooks, reported on the run page as a notebook is.
+
+    ``run(out_dir, progress)`` does the work and returns the step's record (its HTML relative
+    to ``out_dir``); it is called only when every notebook before it succeeded.
+    """
+
+    name: str
+    run: Callable[[Path, TextIO | None], NotebookRun]
 
 
 def discover_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -129,6 +140,7 @@ def run_notebooks(
     base_dir: Path | None = None,
     kernel_name: str = "python3",
     progress: TextIO | None = None,
+    followed_by: Sequence[RunStep] = (),
 ) -> RunResult:
     """Execute the numbered notebooks in order and render the run's reports.
 
@@ -150,6 +162,9 @@ def run_notebooks(
     progress
         Stream for one progress line per notebook (:class:`~pacs_workbench.runner.engine.NotebookProgress`);
         ``None``: quiet.
+    followed_by
+        Steps after the notebooks (the demo's external validation), each run when everything
+        before it succeeded and listed on the run page.
     """
     params = load_params(params_file)
     run_id = new_run_id()
@@ -168,6 +183,9 @@ def run_notebooks(
                 used_params[path.stem] = _declared_params(path, params, base)
                 _run_notebook(path, used_params[path.stem], record, base, out, kernel_name, progress)
             result.notebooks.append(record)
+        for step in followed_by:
+            ready = all(earlier.status == "ok" for earlier in result.notebooks)
+            result.notebooks.append(step.run(out, progress) if ready else NotebookRun(name=step.name))
         provenance["ended"] = _now()
         provenance["parameters"] = used_params
         write_index(result, provenance, collect_highlights(used_params, base, out))
@@ -281,7 +299,12 @@ def _run_notebook(
 
 
 def run_command_notebook(
-    name: str, values: dict[str, Any], out_dir: Path, *, kernel_name: str = "python3"
+    name: str,
+    values: dict[str, Any],
+    out_dir: Path,
+    *,
+    kernel_name: str = "python3",
+    progress: TextIO | None = None,
 ) -> NotebookRun:
     """Execute a notebook a command runs on its own (``07_external_validation``) into ``out_dir``, with its HTML.
 
@@ -291,7 +314,7 @@ def run_command_notebook(
     path = NOTEBOOK_DIR / f"{name}.ipynb"
     out = Path(out_dir).absolute()
     record = NotebookRun(name=name)
-    _run_notebook(path, _resolve_paths(values, out), record, out, out, kernel_name)
+    _run_notebook(path, _resolve_paths(values, out), record, out, out, kernel_name, progress)
     return record
 
 
@@ -306,12 +329,14 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def prepare_demo_data(data_dir: Path, patients: int, seed: int, modality: str = "CT") -> Path:
+def prepare_demo_data(
+    data_dir: Path, patients: int, seed: int, modality: str = "CT", site: str = "development"
+) -> Path:
     """Generate the synthetic extract and a project key into ``data_dir`` unless already there.
 
-    Returns the key file's path. An extract made with other settings (patients, seed, modality)
-    is replaced together with everything derived from it (and its key: synthetic pseudonyms need
-    no continuity).
+    Returns the key file's path. An extract made with other settings (patients, seed, modality,
+    site) is replaced together with everything derived from it (and its key: synthetic
+    pseudonyms need no continuity).
     """
     from pacs_workbench.core.pseudonym import generate_key
     from pacs_workbench.synth import generate
@@ -321,10 +346,12 @@ def prepare_demo_data(data_dir: Path, patients: int, seed: int, modality: str = 
     wanted: dict[str, Any] = {"patients": patients, "seed": seed}
     if modality != "CT":  # CT extracts keep the marker they always had
         wanted["modality"] = modality
+    if site != "development":
+        wanted["site"] = site
     current = json.loads(marker.read_text()) if marker.is_file() else None
     if current != wanted:
         shutil.rmtree(data_dir, ignore_errors=True)
-        generate(data_dir, patients=patients, seed=seed, modality=modality)
+        generate(data_dir, patients=patients, seed=seed, modality=modality, site=site)
         write_json_atomic(marker, wanted)
     key_file = data_dir / "project.key"
     if not key_file.exists():
@@ -364,14 +391,3 @@ def retarget_params(data_dir: Path, notebooks: Sequence[Path] | None = None) -> 
             if isinstance(default, str) and default.startswith(DEMO_PREFIX):
                 section[name] = _retarget(default, data_dir)
     return params
-
-
-def run_demo(patients: int = 120, seed: int = 0, progress: TextIO | None = None) -> RunResult:
-    """``pacs-workbench demo``: synthetic data into ``data/demo``, every notebook into ``reports/demo``.
-
-    Both under the project root (:func:`~pacs_workbench.core.params.project_root`), where the
-    notebooks' default parameters point.
-    """
-    root = project_root()
-    prepare_demo_data(root / "data" / "demo", patients, seed)
-    return run_notebooks(DEFAULT_PARAMS, root / "reports" / "demo", base_dir=root, progress=progress)

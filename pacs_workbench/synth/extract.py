@@ -32,6 +32,7 @@ from pacs_workbench.synth.patients import (
     plan_cohort,
     staff_forms,
 )
+from pacs_workbench.synth.sites import get_site
 from pacs_workbench.synth.study_writer import PatientWriter, write_study
 
 MARKER = ".pacs-workbench-synth.json"
@@ -204,6 +205,7 @@ def generate(
     scheduler: str | None = None,
     progress: bool = True,
     modality: str = "CT",
+    site: str = "development",
 ) -> dict[str, Any]:
     """Write a synthetic PACS research extract to ``out``.
 
@@ -224,6 +226,9 @@ def generate(
     modality
         ``"CT"`` (chest CT with nodules, the default) or ``"MR"`` (brain MR with a lesion,
         :mod:`pacs_workbench.synth.mr`).
+    site
+        ``"development"`` (the default) or ``"external"``: another hospital network, with
+        another vendor mix and shifted intensities (:mod:`pacs_workbench.synth.sites`; CT only).
 
     Returns
     -------
@@ -234,11 +239,14 @@ def generate(
     modality = modality.upper()
     if modality not in ("CT", "MR"):
         raise ValueError(f"modality must be CT or MR, not {modality!r}")
+    chosen_site = get_site(site)
+    if modality == "MR" and chosen_site.name != "development":
+        raise ValueError("only CT extracts can come from another site")
     out = Path(out).resolve()
     _prepare_out(out)
     if modality == "MR":
         return _generate_mr(out, patients, seed, workers=workers, scheduler=scheduler, progress=progress)
-    plans = plan_cohort(patients, seed)
+    plans = plan_cohort(patients, seed, chosen_site)
     tasks = [PatientTask(str(out), plan) for plan in plans]
     results = sorted(
         map_items(write_patient, tasks, workers=workers, scheduler=scheduler, desc="synth patients",
@@ -256,6 +264,7 @@ def generate(
         written.phi.update(r["phi"])
     _write_tables(written, results)
     summary = _summary(out, seed, results, written)
+    summary["site"] = chosen_site.name
     written.put("truth/README.md", _truth_readme(), "truth")
     written.put("README.md", _readme(summary), "readme")
     summary["files"] = dict(sorted(written.files.items()))

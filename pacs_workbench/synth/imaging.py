@@ -150,6 +150,9 @@ class Protocol:
     n_slices: int
     body_part: str
     descending: bool
+    # The site's calibration on top of the vendor's (:class:`pacs_workbench.synth.sites.Site`).
+    hu_shift: float = 0.0
+    hu_gain: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -510,6 +513,8 @@ def render_series(
     # Average sub-slices across the slice thickness (partial volume along z).
     hu_slices = result.hu.reshape(n, m, MATRIX, MATRIX).mean(axis=1)
     hu_slices = hu_slices * (1.0 + vendor.hu_gain) + vendor.hu_shift
+    if protocol.hu_shift or protocol.hu_gain:  # the development site writes the bytes it always wrote
+        hu_slices = hu_slices * (1.0 + protocol.hu_gain) + protocol.hu_shift
     sd = vendor.noise_sd * np.sqrt(2.5 / protocol.thickness) * (2.0 if protocol.lung_kernel else 1.0)
     sd *= float(protocol.tube_current) ** -0.5 * np.sqrt(150.0)
     noise = _smooth_noise(rng, hu_slices.shape, (0.0, vendor.noise_smooth, vendor.noise_smooth))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np
@@ -37,6 +37,7 @@ from pacs_workbench.synth.imaging import (
     plan_anatomy,
     plan_protocol,
 )
+from pacs_workbench.synth.sites import SITES, Site
 
 FAMILY_NAMES = (
     "Abernathy", "Achterberg", "Abramowicz", "Bergstrom", "Blackwood", "Brannigan", "Calloway",
@@ -315,7 +316,7 @@ def _n_unlinked(n: int) -> int:
     return max(1, round(0.025 * n)) if n >= 4 else 0
 
 
-def plan_cohort(n_imaging: int, seed: int) -> list[PatientPlan]:
+def plan_cohort(n_imaging: int, seed: int, site: Site = SITES["development"]) -> list[PatientPlan]:
     """Draw up the whole cohort.
 
     Parameters
@@ -325,6 +326,8 @@ def plan_cohort(n_imaging: int, seed: int) -> list[PatientPlan]:
         EHR export, and about 2.5 % of the imaging patients are missing from it.
     seed
         Extract seed.
+    site
+        Where the extract comes from: the institutions' mix and the scanners' calibration.
 
     Returns
     -------
@@ -365,7 +368,7 @@ def plan_cohort(n_imaging: int, seed: int) -> list[PatientPlan]:
             _plan_patient(
                 i, seed, sex, family, given, f"H{mrns[i]:07d}", f"RH{other_ids[i]:08d}",
                 [f"A{a:07d}" for a in accessions[3 * i : 3 * i + 3]],
-                has_imaging=i not in ehr_only, has_ehr=i not in no_ehr,
+                has_imaging=i not in ehr_only, has_ehr=i not in no_ehr, site=site,
             )
         )  # fmt: skip
     return plans
@@ -383,10 +386,11 @@ def _plan_patient(
     *,
     has_imaging: bool,
     has_ehr: bool,
+    site: Site,
 ) -> PatientPlan:
     # One random stream per patient; the helpers draw from it in a fixed order.
     rng = derive_rng(seed, 1, index)
-    inst_weights = np.array([inst.weight for inst in INSTITUTIONS])
+    inst_weights = np.array(site.institution_weights or [inst.weight for inst in INSTITUTIONS])
     inst_idx = int(rng.choice(len(INSTITUTIONS), p=inst_weights / inst_weights.sum()))
     inst = INSTITUTIONS[inst_idx]
     age, status, pack_years, labs = _clinical_factors(rng, sex)
@@ -404,7 +408,7 @@ def _plan_patient(
     prob = _sigmoid(lp)
     outcome = int(rng.random() < prob)
     nodules = _nodule_specs(rng, anatomy, diameter, irregularity, heterogeneity, outcome)
-    studies = _study_plans(rng, index, inst, anatomy, nodules, diameter, baseline, accessions)
+    studies = _study_plans(rng, index, inst, anatomy, nodules, diameter, baseline, accessions, site)
     outcome_date = None
     if outcome:
         last_study = studies[-1].days_from_baseline
@@ -540,6 +544,7 @@ def _study_plans(
     diameter: float,
     baseline: dt.date,
     accessions: list[str],
+    site: Site,
 ) -> list[StudyPlan]:
     """The baseline CT and its follow-ups, each with its scanner, protocol and pose."""
     # Study schedule: bigger nodules are followed up sooner and more often.
@@ -556,7 +561,7 @@ def _study_plans(
         scanner = base_scanner
         if s > 0 and rng.random() < 0.25:
             scanner = inst.scanners[int(rng.integers(len(inst.scanners)))]
-        protocol = plan_protocol(scanner, rng, anatomy.body_a)
+        protocol = replace(plan_protocol(scanner, rng, anatomy.body_a), hu_shift=site.hu_shift, hu_gain=site.hu_gain)
         diameters = tuple(round(diameter_at(n, day), 2) for n in nodules)
         extent = protocol.n_slices * protocol.spacing
         span = max(z_nodules) - min(z_nodules) + max(diameters) * 0.95 + 8.0

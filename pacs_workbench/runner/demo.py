@@ -1,0 +1,141 @@
+"""``pacs-workbench demo``: the development site through every notebook, then an external site.
+
+The development extract (``data/demo``) runs through the numbered notebooks into
+``reports/demo``. Then a second synthetic site is made and the demo's model validated on it
+(:func:`run_external_site`): another seed, the external site's vendor mix and scanner calibration
+(:mod:`pacs_workbench.synth.sites`), into ``data/demo/external``. ``01_cohort``,
+``02_deid_audit`` and ``03_preprocessing`` build its cohort, de-identify it under its own key and
+preprocess it with the development parameters (reports in ``reports/demo/external``); then the
+frozen model package scores its cases and ``07_external_validation`` reports on them
+(:func:`~pacs_workbench.runner.validation.predict_with_report`). The demo's run page lists the
+external validation as its last row.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from pacs_workbench.core.files import write_text_atomic
+from pacs_workbench.core.params import DEFAULT_PARAMS, NOTEBOOK_DIR, load_params, project_path, project_root
+from pacs_workbench.runner.pages import NotebookRun, RunResult
+from pacs_workbench.runner.run import DEMO_PREFIX, RunStep, prepare_demo_data, retarget_params, run_notebooks
+from pacs_workbench.runner.validation import VALIDATION_NOTEBOOK, predict_with_report
+
+#: The notebooks that bring the external site's extract to preprocessed cases.
+EXTERNAL_NOTEBOOKS = ("01_cohort", "02_deid_audit", "03_preprocessing")
+#: The external site's folder, under the demo's data folder and under its report folder.
+EXTERNAL_DIR = "external"
+#: The outcome column of the cohort (01) that the external validation is measured against.
+LABEL = "outcome"
+
+
+def run_demo(
+    patients: int = 120, seed: int = 0, progress: TextIO | None = None, external_patients: int | None = None
+) -> RunResult:
+    """``pacs-workbench demo``: both sites' extracts, every notebook, and the external validation.
+
+    Parameters
+    ----------
+    patients, seed
+        The development extract (``data/demo``).
+    progress
+        Stream for one progress line per notebook; ``None``: quiet.
+    external_patients
+        Patients of the external site (default: half of ``patients``; 0: no external site). Its
+        seed is ``seed + 1``, so the two sites share no patient.
+    """
+    root = project_root()
+    prepare_demo_data(root / DEMO_PREFIX, patients, seed)
+    n_external = patients // 2 if external_patients is None else external_patients
+    steps = []
+    if n_external > 0:
+        model_dir = load_params(DEFAULT_PARAMS)["05_radiomics_model"]["model_dir"]
+        package = Path(project_path(model_dir, root=root) or root / model_dir) / "package"
+        steps.append(external_validation_step(root / DEMO_PREFIX / EXTERNAL_DIR, package, patients=n_external,
+                                              seed=seed + 1, base_dir=root))  # fmt: skip
+    return run_notebooks(DEFAULT_PARAMS, root / "reports" / "demo", base_dir=root, progress=progress,
+                         followed_by=steps)  # fmt: skip
+
+
+def external_validation_step(data_dir: Path, package_dir: Path, *, patients: int, seed: int, base_dir: Path) -> RunStep:
+    """The external site as the last step of a run: its record links the site's validation report."""
+
+    def run(out: Path, progress: TextIO | None) -> NotebookRun:
+        started = time.monotonic()
+        site = run_external_site(data_dir, package_dir, out / EXTERNAL_DIR, patients=patients, seed=seed,
+                                 base_dir=base_dir, progress=progress)  # fmt: skip
+        failed = next((nb for nb in site.notebooks if nb.status != "ok"), None)
+        report = next((nb for nb in site.notebooks if nb.name == VALIDATION_NOTEBOOK), None)
+        return NotebookRun(
+            name=VALIDATION_NOTEBOOK,
+            status="ok" if site.ok else "failed",
+            duration_s=round(time.monotonic() - started, 1),
+            html=f"{EXTERNAL_DIR}/{report.html}" if report and report.html else f"{EXTERNAL_DIR}/index.html",
+            ipynb=f"{EXTERNAL_DIR}/{report.ipynb}" if report and report.ipynb else "",
+            error=f"{failed.name}: {failed.error or failed.status}" if failed else "",
+        )
+
+    return RunStep(VALIDATION_NOTEBOOK, run)
+
+
+def run_external_site(
+    data_dir: Path,
+    package_dir: Path,
+    out_dir: Path,
+    *,
+    patients: int,
+    seed: int,
+    base_dir: Path,
+    progress: TextIO | None = None,
+    bootstrap: int = 1000,
+) -> RunResult:
+    """Make an external site's extract, bring it to preprocessed cases and validate the package on it.
+
+    Parameters
+    ----------
+    data_dir
+        The site's folder: its extract, key, index, cohort, de-identified tree, cases and the
+        package's predictions (``predict/``).
+    package_dir
+        The development run's ``model/package``.
+    out_dir
+        The site's reports: 01–03, ``07_external_validation`` and its own run page.
+    patients, seed
+        The external extract (:func:`~pacs_workbench.runner.run.prepare_demo_data`, site ``external``).
+    base_dir
+        The project root the run's relative paths resolve against.
+    progress
+        Stream for one progress line per notebook; ``None``: quiet.
+    bootstrap
+        Patient bootstrap resamples for the external AUC's confidence interval.
+    """
+    prepare_demo_data(data_dir, patients, seed, site="external")
+    notebooks = [NOTEBOOK_DIR / f"{stem}.ipynb" for stem in EXTERNAL_NOTEBOOKS]
+    # Relative to the project root where it can be, so the parameters name no home folder.
+    where = Path(os.path.relpath(data_dir.absolute(), base_dir.absolute())) if data_dir.is_absolute() else data_dir
+    params = retarget_params(where, notebooks)
+    params_file = data_dir / "run_params.yaml"
+    write_text_atomic(params_file, yaml.safe_dump(params, sort_keys=False))
+
+    def validate(out: Path, stream: TextIO | None) -> NotebookRun:
+        cases = _param_path(params, "03_preprocessing", "out_dir", base_dir) / "cases.parquet"
+        cohort = _param_path(params, "01_cohort", "cohort_dir", base_dir) / "cohort.parquet"
+        _, record = predict_with_report(package_dir, cases, data_dir / "predict", label=LABEL, cohort=cohort,
+                                        bootstrap=bootstrap, workers=params["shared"].get("workers", 1),
+                                        report_dir=out, progress=stream)  # fmt: skip
+        assert record is not None  # a label was given
+        return record
+
+    return run_notebooks(params_file, out_dir, notebooks=notebooks, base_dir=base_dir, progress=progress,
+                         followed_by=[RunStep(VALIDATION_NOTEBOOK, validate)])  # fmt: skip
+
+
+def _param_path(params: dict[str, Any], notebook: str, name: str, base_dir: Path) -> Path:
+    """A notebook's path parameter (its section, else ``shared``), resolved as the notebook resolves it."""
+    value = str(params.get(notebook, {}).get(name) or params["shared"][name])
+    return Path(project_path(value, root=base_dir) or base_dir / value)
