@@ -419,26 +419,12 @@ def deidentify_folder(
     src_path, dst_path, q_path = _check_paths(src, dst, quarantine, mapping)
     option_text = format_options(parse_options(options or None))
     key_path = _key_path(key_file)
-    try:
-        dst_path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DeidWriteError(f"could not create the output folder: {_os_reason(exc)}") from None
-    _remove_stale_temporaries(dst_path)
-    _remove_stale_temporaries(q_path)
-    previous = _previous_outputs(dst_path)
-
+    previous = _prepare_outputs(dst_path, q_path)
     tasks = [
-        FileTask(
-            str(p),
-            str(key_path.resolve()),
-            option_text,
-            str(dst_path.resolve()),
-            str(q_path.resolve()),
-            mapping is not None,
-            sync=scheduler is not None,  # another host's cache is not flushed from here
-        )
+        FileTask(str(p), str(key_path.resolve()), option_text, str(dst_path.resolve()), str(q_path.resolve()),
+                 mapping is not None, sync=scheduler is not None)  # another host's cache is not flushed from here
         for p in iter_input_files(src_path)
-    ]
+    ]  # fmt: skip
     # The log writer needs pyarrow and pandas; import them while the workers run.
     warm = threading.Thread(target=_import_table_writers, daemon=True)
     warm.start()
@@ -462,6 +448,17 @@ def deidentify_folder(
     summary["quarantine"] = str(q_path)
     summary["log"] = str(dst_path / LOG_NAME)
     return summary
+
+
+def _prepare_outputs(dst_path: Path, q_path: Path) -> set[str]:
+    """Create the output folder, remove a killed run's temporaries; the outputs the last run logged."""
+    try:
+        dst_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeidWriteError(f"could not create the output folder: {_os_reason(exc)}") from None
+    _remove_stale_temporaries(dst_path)
+    _remove_stale_temporaries(q_path)
+    return _previous_outputs(dst_path)
 
 
 def _check_paths(

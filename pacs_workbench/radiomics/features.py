@@ -317,19 +317,12 @@ def extract_features(
     timings["assemble_seconds"] = time.perf_counter() - begin
     corrections = [asdict(c) for c in IBSI_CORRECTIONS]
     summary = {
-        "cases": len(table),
-        "succeeded": len(table) - len(errors),
-        "failed": len(errors),
-        "computed": len(tasks),
-        "cached": cached,
-        "features": n_features,
-        "params_sha256": digest,
-        "pyradiomics_version": version,
-        "cache_dir": str(folder) if folder is not None else None,
-        "out": str(out) if out is not None else None,
-        "compute_seconds": round(timings.pop("compute_seconds"), 3),
-        "seconds": 0.0,
-    }
+        "cases": len(table), "succeeded": len(table) - len(errors), "failed": len(errors),
+        "computed": len(tasks), "cached": cached, "features": n_features,
+        "params_sha256": digest, "pyradiomics_version": version,
+        "cache_dir": str(folder) if folder is not None else None, "out": str(out) if out is not None else None,
+        "compute_seconds": round(timings.pop("compute_seconds"), 3), "seconds": 0.0,
+    }  # fmt: skip
     begin = time.perf_counter()
     if out is not None:
         metadata = _output_metadata(Path(params_file).name, params, summary, corrections)

@@ -274,26 +274,36 @@ def run_modeling(
         write_cnn_models(out / "models" / "cnn", deep_run, deep_config, row_index, case_ids)
     write_results(out, predictions, metrics)
     if save_package:
-        final = store.final_model(
-            lambda: fit_final_model(
-                *build_models(config, features, clinical, config.random_state)["lightgbm"], data[input_cols], y,
-                groups, inner_folds=config.inner_folds, random_state=config.random_state,
-                recalibrate=config.recalibrate,
-            )
-        )
         roles = {"features": features, "clinical": clinical, "batch": config.batch, "label": config.label,
-                 "group": config.group, "id_col": id_col}
-        write_package(out / "package", final, data[input_cols], roles, metrics, package)
+                 "group": config.group, "id_col": id_col}  # fmt: skip
+        _write_final_package(out / "package", store, config, data[input_cols], y, groups, roles, metrics, package)
     return {
-        "auc": metrics["auc"],
-        "auc_ci": metrics["auc_ci"],
-        "n": metrics["n"],
-        "n_events": metrics["n_events"],
-        "models": {name: metrics["models"][name]["auc"] for name in names},
-        "warnings": notes,
-        "out": str(out),
+        "auc": metrics["auc"], "auc_ci": metrics["auc_ci"], "n": metrics["n"], "n_events": metrics["n_events"],
+        "models": {name: metrics["models"][name]["auc"] for name in names}, "warnings": notes, "out": str(out),
         "cache": store.report() | ({"deep": deep_run.report} if deep_run is not None else {}),
-    }
+    }  # fmt: skip
+
+
+def _write_final_package(
+    folder: Path,
+    store: FoldStore,
+    config: ModelingConfig,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    roles: dict[str, Any],
+    metrics: dict[str, Any],
+    package: PackageSources | None,
+) -> None:
+    """The final LightGBM pipeline fitted on every case (or read back from the cache) into ``package/``."""
+    features, clinical = list(roles["features"]), list(roles["clinical"])
+    final = store.final_model(
+        lambda: fit_final_model(
+            *build_models(config, features, clinical, config.random_state)["lightgbm"], X, y, groups,
+            inner_folds=config.inner_folds, random_state=config.random_state, recalibrate=config.recalibrate,
+        )
+    )  # fmt: skip
+    write_package(folder, final, X, roles, metrics, package)
 
 
 def _deep_inputs(
