@@ -79,7 +79,7 @@ def active_learning(cases: pd.DataFrame, args: argparse.Namespace) -> dict[str, 
         print(f"active learning: skipped ({len(pool)} pool and {len(held_out)} held-out cases are too few)")
         return None
     config = {"patch": 24, "channels": (8, 16), "iterations": args.al_iterations, "batch_size": 4,
-              "learning_rate": 5e-3, "threads": args.workers}
+              "learning_rate": 5e-3, "threads": args.threads}
     start = time.perf_counter()
     curves = simulate_active_learning(pool, held_out, initial=args.al_initial, step=args.al_step,
                                       rounds=args.al_rounds, seeds=range(args.al_seeds), config=config)
@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=30, help="synthetic patients (default 30)")
     parser.add_argument("--labelled-fraction", type=float, default=0.4, help="labelled share of patients")
     parser.add_argument("--iterations", type=int, default=300, help="training steps (default 300)")
-    parser.add_argument("--workers", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="preprocessing processes (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--al-seeds", type=int, default=3, help="active-learning seeds (default 3; 0 skips it)")
     parser.add_argument("--al-rounds", type=int, default=3, help="active-learning rounds (default 3)")
     parser.add_argument("--al-initial", type=int, default=2, help="labelled cases at the start (default 2)")
@@ -129,11 +130,11 @@ def main() -> None:
     config = {"iterations": args.iterations}
     start = time.perf_counter()
     cold = segment_cases(cases, out, labelled_fraction=args.labelled_fraction, config=config,
-                         workers=args.workers, progress=False)
+                         threads=args.threads, progress=False)
     cold_s = time.perf_counter() - start
     start = time.perf_counter()
     cached = segment_cases(cases, out, labelled_fraction=args.labelled_fraction, config=config,
-                           workers=args.workers, progress=False)
+                           threads=args.threads, progress=False)
     assert cached.summary["cached"], "the rerun retrained"
     cached_s = time.perf_counter() - start
     table = per_case(cold.table)

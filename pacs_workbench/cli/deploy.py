@@ -103,7 +103,8 @@ def _cmd_listen(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     key = _listen_key(args.out)
     package = load_package(args.package)
-    scorer = StudyScorer(package, args.out, key, store_to=args.store_to, threads=2 if args.workers == 1 else 1)
+    # One torch thread per study: a second one mostly waits on the first with this small U-Net.
+    scorer = StudyScorer(package, args.out, key, store_to=args.store_to, threads=1)
     receiver = StudyReceiver(
         args.out, args.ae_title, allow_ae, key, allow_hosts=_items(args.allow_peer),
         max_bytes=int(args.max_disk_mb * 1024 * 1024),

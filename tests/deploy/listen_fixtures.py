@@ -53,7 +53,7 @@ def develop_package(
     preprocess_cases(cases, root / "preprocessed", workers=1, progress=False)
     cases_file = root / "preprocessed" / "cases.parquet"
     segment_cases(cases_file, root / "segmentation", config={**QUICK_UNET, **(unet or {})},
-                  labelled_fraction=1.0, workers=2, progress=False)  # fmt: skip
+                  labelled_fraction=1.0, threads=1, progress=False)  # fmt: skip
     features = extract_features(cases_file, CT_PARAMS, root / "features" / "features.parquet", progress=False)
     with_paths = features.merge(pd.read_parquet(cases_file)[["case_id", "image", "mask"]], on="case_id")
     cohort = _cohort(extract, key)

@@ -14,7 +14,7 @@ from tests.segment.fixtures import TINY, write_cases
 
 def test_hidden_references_get_model_masks_scored_against_them(tmp_path) -> None:
     cases = write_cases(tmp_path / "cases", 6, constant="case05")
-    run = segment_cases(cases, tmp_path / "out", labelled_fraction=0.7, config=TINY, workers=1, progress=False)
+    run = segment_cases(cases, tmp_path / "out", labelled_fraction=0.7, config=TINY, threads=1, progress=False)
     table = run.table
     assert set(table["case_id"]) == set(cases["case_id"]), "every case has a row"
     bad = table[table["case_id"] == "case05"].iloc[0]
@@ -30,7 +30,7 @@ def test_hidden_references_get_model_masks_scored_against_them(tmp_path) -> None
     worklist = pd.read_csv(tmp_path / "out" / "worklist.csv")
     assert set(worklist["case_id"]) <= set(table.loc[table["split"] == "unlabelled", "case_id"])
     assert worklist["uncertainty"].is_monotonic_decreasing
-    rerun = segment_cases(cases, tmp_path / "out", labelled_fraction=0.7, config=TINY, workers=1, progress=False)
+    rerun = segment_cases(cases, tmp_path / "out", labelled_fraction=0.7, config=TINY, threads=1, progress=False)
     assert rerun.summary["cached"] and rerun.summary["checkpoint_sha256"] == run.summary["checkpoint_sha256"]
 
 
@@ -81,13 +81,13 @@ def test_a_nifti_mask_drawn_in_a_viewer_joins_the_training_set_next_run(tmp_path
     drawn = cases.loc[cases["case_id"] == "case04", "mask"].iloc[0]
     cases.loc[cases["case_id"] == "case04", "mask"] = None  # the export had no mask for this series
     out = tmp_path / "out"
-    first = segment_cases(cases, out, labelled_fraction=0.5, config=TINY, workers=1, progress=False)
+    first = segment_cases(cases, out, labelled_fraction=0.5, config=TINY, threads=1, progress=False)
     row = first.table[first.table["case_id"] == "case04"].iloc[0]
     assert row["split"] == "unlabelled" and row["mask_source"] == "model"
     (out / "annotations").mkdir()
     target = out / "annotations" / "case04_mask.nii.gz"
     sitk.WriteImage(sitk.ReadImage(drawn), str(target))
-    second = segment_cases(cases, out, labelled_fraction=0.5, config=TINY, workers=1, progress=False)
+    second = segment_cases(cases, out, labelled_fraction=0.5, config=TINY, threads=1, progress=False)
     row = second.table[second.table["case_id"] == "case04"].iloc[0]
     assert row["split"] == "train" and row["mask_source"] == "reference" and row["mask"] == str(target)
     assert second.summary["n_annotated"] == 1
