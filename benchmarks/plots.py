@@ -5,6 +5,8 @@ and returns its file name (``None`` when the figures hold no curve, e.g. a singl
 
 * ``e2e``: wall seconds of every stage against the number of patients (log-log), so the
   slope is the growth exponent of the stage;
+* ``scaling``: wall and CPU seconds of every data stage against the number of patients
+  (log-log), one line per stage, so the slope is the stage's growth exponent;
 * ``index``: instances per second and peak memory of every phase against the number of
   instances (flat memory is a flat line).
 """
@@ -74,4 +76,30 @@ def plot_index(figures: Figures, folder: Path) -> str | None:
     return _save(fig, folder / "index_scaling.png")
 
 
-PLOTS: dict[str, Callable[[Figures, Path], str | None]] = {"e2e": plot_e2e, "index": plot_index}
+def plot_scaling(figures: Figures, folder: Path, name: str = "scaling_time_vs_patients.png") -> str | None:
+    """Wall and CPU seconds per stage against patients, log-log; Dask sizes marked."""
+    sizes = sorted((size for fig in figures for size in fig.get("sizes", [])), key=lambda size: size["patients"])
+    if len({size["patients"] for size in sizes}) < 2:
+        return None
+    fig, (wall, cpu) = _figure(2)
+    for stage in sizes[-1]["stages"]:
+        rows = [(size["patients"], size["stages"][stage]) for size in sizes if stage in size["stages"]]
+        if len(rows) < 2 or not all(r["wall_s"] > 0 and r["cpu_s"] > 0 for _, r in rows):
+            continue
+        xs = [n for n, _ in rows]
+        wall.plot(xs, [r["wall_s"] for _, r in rows], marker="o", label=stage)
+        cpu.plot(xs, [r["cpu_s"] for _, r in rows], marker="o", label=stage)
+    dask = [size["patients"] for size in sizes if size.get("path") == "dask"]
+    for ax, what in ((wall, "wall seconds"), (cpu, "CPU seconds (process tree)")):
+        if dask:
+            ax.axvspan(min(dask) * 0.9, max(dask) * 1.1, color="0.9", zorder=0, label="Dask LocalCluster")
+        ax.set(xscale="log", yscale="log", xlabel="patients", ylabel=what, title=f"Scaling: {what} per stage")
+    wall.legend(fontsize=7)
+    return _save(fig, folder / name)
+
+
+PLOTS: dict[str, Callable[[Figures, Path], str | None]] = {
+    "e2e": plot_e2e,
+    "index": plot_index,
+    "scaling": plot_scaling,
+}

@@ -27,7 +27,9 @@ Targets (the workbench's promises):
   the CI of the paired difference;
 * radMLBench: the script's own target (median AUC difference to the published value within
   0.05, no dataset more than 0.05 above it);
-* end to end, synthetic extract, preprocessing, explain, PACS: reported, no target.
+* end to end, synthetic extract, preprocessing, explain, PACS, scaling (cost of each data stage at
+  120, 360 and 1,200 patients, the larger sizes on a Dask LocalCluster, and its growth exponent):
+  reported, no target.
 
 Usage::
 
@@ -495,6 +497,14 @@ def _pacs_summary(fig: dict[str, Any]) -> str:
     return ", ".join(rates)
 
 
+def _scaling_summary(fig: dict[str, Any]) -> str:
+    sizes = [size["patients"] for size in fig["sizes"]]
+    slopes = ", ".join(f"{stage} {e['slope_wall']:.2f}/{e['slope_cpu']:.2f}" for stage, e in fig["exponents"].items())
+    dask = [n for n, size in zip(sizes, fig["sizes"], strict=True) if size["path"] == "dask"]
+    where = f"Dask from {min(dask):,}" if dask else "no Dask"
+    return f"growth exponent wall/CPU, {sizes[0]:,} to {sizes[-1]:,} patients ({where}): {slopes}"
+
+
 def _needs_dicognito() -> str:
     found = importlib.util.find_spec("dicognito") is not None
     return "" if found else "dicognito is not installed (a benchmark-only dependency: pip install dicognito)"
@@ -673,6 +683,13 @@ def _report_benchmarks(smoke: bool) -> list[Benchmark]:
                 )
             ],
             _report(_explain_summary),
+        ),
+        Benchmark(
+            "scaling",
+            "Scaling with the cohort",
+            "report only: growth exponent of each data stage (1.0: linear in the patients)",
+            [Run("scaling", "bench_scaling.py", ["--patients", "3", "6", "--dask-from", "6"] if smoke else [])],
+            _report(_scaling_summary),
         ),
         Benchmark(
             "pacs",

@@ -8,6 +8,7 @@ each script's table and a verdict per benchmark computed from the figures.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 RUN_ALL = REPO / "benchmarks" / "run_all.py"
 BENCHMARKS = [
     "index", "features", "e2e", "deid", "segment", "listen", "deep",
-    "synth", "preprocess", "explain", "pacs", "radmlbench",
+    "synth", "preprocess", "explain", "scaling", "pacs", "radmlbench",
 ]  # fmt: skip
 VERDICTS = {"PASS", "MISS", "REPORT", "SKIPPED"}
 
@@ -81,3 +82,36 @@ def test_verdicts_follow_the_reported_figures(smoke: dict[str, object]) -> None:
     assert [run["patients"] for run in e2e["runs"]] == [1, 2]
     assert all(run["ok"] for run in e2e["runs"])
     assert "01_cohort" in e2e["growth"]
+    scaling = summary["benchmarks"]["scaling"]
+    assert scaling["verdict"] == "REPORT"
+    assert "growth exponent wall/CPU, 3 to 6 patients (Dask from 6)" in scaling["result"]
+
+
+@pytest.mark.slow
+def test_scaling_reports_every_stage_at_every_size(tmp_path: Path) -> None:
+    """bench_scaling.py at 3 and 6 patients (the larger on Dask): every stage timed, exponents finite."""
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_scaling.py"), "--patients", "3", "6", "--dask-from", "6",
+         "--json", str(out), "--plot", str(tmp_path / "scaling.png")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    stages = ["synth", "index", "deid", "audit", "preprocess", "features"]
+    assert [(s["patients"], s["path"]) for s in figures["sizes"]] == [(3, "local"), (6, "dask")]
+    for size in figures["sizes"]:
+        assert list(size["stages"]) == stages
+        for stage in stages:
+            row = size["stages"][stage]
+            assert row["items"] > 0 and row["wall_s"] > 0 and row["cpu_s"] > 0, (size["patients"], stage, row)
+    # More patients, more files and cases for every stage.
+    small, large = figures["sizes"]
+    assert all(large["stages"][s]["items"] > small["stages"][s]["items"] for s in stages)
+    for stage in stages:
+        e = figures["exponents"][stage]
+        assert len(e["pairs"]) == 1 and (e["pairs"][0]["from"], e["pairs"][0]["to"]) == (3, 6)
+        assert all(math.isfinite(v) for v in (e["slope_wall"], e["slope_cpu"], e["pairs"][0]["wall"]))
+        assert e["slope_wall"] == pytest.approx(e["pairs"][0]["wall"])  # two sizes: the slope is the pair
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert "Dask LocalCluster" in proc.stdout and "growth exponent" in proc.stdout
