@@ -59,6 +59,9 @@ from pacs_workbench.deid.phi_match import (
 from pacs_workbench.deid.text import AUDIT_KINDS, iter_identifying_values, phi_variants
 
 BATCH = 32
+MAX_BATCH = 1024
+# Enough tasks to keep a few dozen workers busy to the end.
+TASKS = 64
 MAX_LISTED_FINDINGS = 2000
 
 
@@ -347,6 +350,15 @@ def _verified_images(dst: Path) -> dict[str, str]:
     }
 
 
+def batch_size(n_files: int) -> int:
+    """Files per audit task: about :data:`TASKS` tasks, :data:`BATCH` to :data:`MAX_BATCH` files each.
+
+    Every task carries the cohort's PHI terms and builds (or finds) its matcher from them, a cost
+    that grows with the cohort; a fixed number of tasks keeps it from growing with the cohort twice.
+    """
+    return max(BATCH, min(MAX_BATCH, n_files // TASKS))
+
+
 def _audit_files(
     findings: list[dict[str, Any]],
     dst: Path,
@@ -361,8 +373,9 @@ def _audit_files(
     files = list_files(dst)
     term_items = tuple(sorted(terms.items()))
     batches = []
-    for i in range(0, len(files), BATCH):
-        relpaths = tuple(files[i : i + BATCH])
+    size = batch_size(len(files))
+    for i in range(0, len(files), size):
+        relpaths = tuple(files[i : i + size])
         known = tuple((r, verified[r]) for r in relpaths if r in verified)
         batches.append(AuditTask(str(dst.resolve()), relpaths, term_items, ocr, known))
     facts_all: list[dict[str, Any]] = []

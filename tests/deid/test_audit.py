@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from pacs_workbench.core.pseudonym import generate_key
-from pacs_workbench.deid.audit import audit_folder
+from pacs_workbench.deid.audit import BATCH, MAX_BATCH, audit_folder, batch_size
 from pacs_workbench.deid.run import deidentify_folder
 from tests.deid.fixtures import ALICE, text_image
 
@@ -98,3 +98,11 @@ def test_audit_reuses_verified_ocr_only_for_unchanged_pixels(extract: dict, tmp_
     assert not found["ok"]
     assert found["findings_by_category"].get("ocr_text") == 1
     assert found["images_ocr_reused"] == len(verified) - 1
+
+
+def test_audit_tasks_stay_few_as_the_cohort_grows() -> None:
+    # Each task carries the cohort's PHI terms: their number must not grow with the files.
+    assert batch_size(10) == BATCH
+    assert batch_size(8_260) == 8_260 // 64
+    assert batch_size(87_664) == MAX_BATCH
+    assert -(-87_664 // batch_size(87_664)) <= 86
