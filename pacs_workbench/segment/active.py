@@ -13,15 +13,17 @@ beat random on it (the mean Dice over the curve's points), without assuming that
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pacs_workbench.core.files import names_a_file
+from pacs_workbench.core.files import names_a_file, write_atomic
 from pacs_workbench.segment.data import CaseVolume, SegmentationError, load_case, read_cases
 from pacs_workbench.segment.net import TrainConfig, dice, fit_unet, predict_probability
 from pacs_workbench.segment.run import MIN_LESION_MM3, lesions_of, predict_lesions, uncertainty_score
@@ -168,21 +170,45 @@ SIMULATION_NETWORK = {"patch": 24, "channels": (8, 16)}
 
 def run_simulation(
     cases: str | os.PathLike[str] | pd.DataFrame, *, seeds: int, rounds: int, iterations: int, threads: int = 1,
-    seed: int = 0,
+    seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame | None:
     """The notebook's simulation: two starting cases, two added per round, small networks.
 
     Returns the curves (:func:`simulate_active_learning`, with the pool and held-out sizes in
     ``attrs``), or ``None`` when ``seeds`` is 0 or the cases with reference masks are too few.
+    With ``cache_dir``, the curves are kept under the content hash of the cases' arrays and the
+    settings (:func:`simulation_key`): a rerun with nothing changed trains nothing.
     """
     pool, held_out = simulation_cases(cases, seed=seed) if seeds > 0 else ([], [])
     if len(pool) <= 2 or not held_out:
         return None
     config = {**SIMULATION_NETWORK, "iterations": iterations, "threads": threads}
-    curves = simulate_active_learning(pool, held_out, initial=2, step=2, rounds=rounds, seeds=range(seeds),
-                                      config=config)  # fmt: skip
+    settings = {"initial": 2, "step": 2, "rounds": rounds, "seeds": seeds, "config": config}
+    key = simulation_key(pool, held_out, settings)
+    cached = Path(cache_dir) / f"simulation-{key[:16]}.parquet" if cache_dir else None
+    if cached is not None and cached.is_file():
+        curves = pd.read_parquet(cached)
+    else:
+        curves = simulate_active_learning(pool, held_out, initial=2, step=2, rounds=rounds, seeds=range(seeds),
+                                          config=config)  # fmt: skip
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(cached, lambda temp: curves.to_parquet(temp, index=False))
     curves.attrs.update(pool=len(pool), held_out=len(held_out))
     return curves
+
+
+def simulation_key(pool: Sequence[CaseVolume], held_out: Sequence[CaseVolume], settings: dict[str, Any]) -> str:
+    """SHA-256 of the simulation's inputs: every case's id, voxels, reference mask and spacing, then the settings."""
+    digest = hashlib.sha256()
+    for role, group in (("pool", pool), ("held_out", held_out)):
+        for case in group:
+            digest.update(f"{role}|{case.case_id}|{case.spacing}|{case.image.shape}|{case.image.dtype}".encode())
+            digest.update(np.ascontiguousarray(case.image).tobytes())
+            if case.reference is not None:
+                digest.update(np.ascontiguousarray(case.reference, dtype=np.uint8).tobytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=list).encode())
+    return digest.hexdigest()
 
 
 def describe_simulation(curves: pd.DataFrame | None) -> str:

@@ -71,3 +71,29 @@ def test_simulation_cases_split_by_patient_and_stay_small(tmp_path) -> None:
     ids = [c.case_id for c in [*pool, *held_out]]
     assert len(set(ids)) == 5 and "case06" not in ids
     assert all(c.reference is not None for c in [*pool, *held_out])
+
+
+def test_simulation_rerun_reads_its_cache_and_a_changed_case_retrains(tmp_path, monkeypatch) -> None:
+    import SimpleITK as sitk
+
+    from pacs_workbench.segment import active
+
+    frame = write_cases(tmp_path / "cases", n_patients=12)  # 8 held out, 4 in the pool
+    options = {"seeds": 1, "rounds": 1, "iterations": 5, "cache_dir": tmp_path / "cache"}
+    first = active.run_simulation(frame, **options)
+    assert first is not None and len(list((tmp_path / "cache").glob("simulation-*.parquet"))) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a rerun with nothing changed must not train")
+
+    monkeypatch.setattr(active, "simulate_active_learning", no_training)
+    again = active.run_simulation(frame, **options)
+    assert again is not None
+    pd.testing.assert_frame_equal(first, again)
+    assert again.attrs == first.attrs
+    # One voxel changed in one case: another key, so the simulation runs again.
+    image = sitk.ReadImage(str(frame["image"].iloc[0]))
+    image.SetPixel(0, 0, 0, image.GetPixel(0, 0, 0) + 1)
+    sitk.WriteImage(image, str(frame["image"].iloc[0]))
+    with pytest.raises(AssertionError, match="must not train"):
+        active.run_simulation(frame, **options)
