@@ -44,6 +44,7 @@ from pacs_workbench.segment.data import (
     read_cases,
 )
 from pacs_workbench.segment.net import TrainConfig, TrainResult, dice, predict_stack, train_network
+from pacs_workbench.segment.reuse import cached_rows, case_key, keep_rows, mark_seg, seg_is_current, seg_key
 
 MIN_LESION_MM3 = 14.0
 
@@ -198,9 +199,13 @@ def _model(
 
 def _segment_all(
     frame: pd.DataFrame, volumes: dict[str, CaseVolume], errors: dict[str, str], network: Any, patch: int,
-    out: Path, min_lesion_mm3: float, progress: bool,
+    out: Path, min_lesion_mm3: float, progress: bool, checkpoint_sha: str,
 ) -> pd.DataFrame:
-    """Every case's lesion rows (or its error row), in the columns of ``segmentation.parquet``."""
+    """Every case's lesion rows (or its error row), in the columns of ``segmentation.parquet``.
+
+    A case whose inputs and model are those of the last run takes that run's rows
+    (:mod:`~pacs_workbench.segment.reuse`).
+    """
     from tqdm.auto import tqdm
 
     rows: list[dict[str, Any]] = []
@@ -209,7 +214,13 @@ def _segment_all(
             rows.append(_error_row(row, errors[row["case_id"]]))
             continue
         try:
-            rows.extend(_case_rows(row, volumes[row["case_id"]], network, patch, out, min_lesion_mm3))
+            case = volumes[row["case_id"]]
+            key = case_key(row, case, checkpoint_sha, patch, min_lesion_mm3)
+            found = cached_rows(out, case.case_id, key)
+            if found is None:
+                found = _case_rows(row, case, network, patch, out, min_lesion_mm3)
+                keep_rows(out, case.case_id, key, found)
+            rows.extend(found)
         except SegmentationError as exc:
             rows.append(_error_row(row, str(exc)))
     table = pd.DataFrame(rows)
@@ -279,7 +290,7 @@ def segment_cases(
     train_s = time.perf_counter() - started
     patch = getattr(network, "roi_size", cfg.patch)
     infer_started = time.perf_counter()
-    table = _segment_all(frame, volumes, errors, network, patch, out, min_lesion_mm3, progress)
+    table = _segment_all(frame, volumes, errors, network, patch, out, min_lesion_mm3, progress, checkpoint_sha)
     infer_s = time.perf_counter() - infer_started
     seg_files = _write_segs(table, frame, volumes, out, dicom_dir, checkpoint_sha) if dicom_dir else []
     write_atomic(out / "segmentation.parquet", lambda temp: table.to_parquet(temp, index=False))
@@ -334,19 +345,22 @@ def _write_segs(
             table.loc[table["case_id"].isin(cases), "reason"] = "source series not found for the DICOM SEG"
             continue
         try:
-            sources = sorted_sources(files[uid])
-            grid = source_grid(sources)
-            masks = []
-            for case in cases:
-                mask = sitk.ReadImage(str(out / "masks" / f"{case}_mask.nii.gz"), sitk.sitkUInt8)
-                masks.append(onto_source(mask, grid))
+            mask_files = [out / "masks" / f"{case}_mask.nii.gz" for case in cases]
+            target = out / "seg" / f"{series_name(uid)}.dcm"
+            key = seg_key(checkpoint_sha, __version__, uid, files[uid], mask_files)
+            if seg_is_current(out, target, key):  # same model, sources and masks: the SEG written last time
+                written.append(target)
+                table.loc[table["case_id"].isin(cases), "seg"] = str(target)
+                continue
+            grid = source_grid(sorted_sources(files[uid]))
+            masks = [onto_source(sitk.ReadImage(str(path), sitk.sitkUInt8), grid) for path in mask_files]
             masks = [m for m in masks if m.any()]
             if not masks:
                 continue
-            target = out / "seg" / f"{series_name(uid)}.dcm"
             target.parent.mkdir(parents=True, exist_ok=True)
             written.append(write_series_seg(files[uid], masks, target, algorithm_version=__version__,
                                             checkpoint_sha256=checkpoint_sha))
+            mark_seg(out, target, key)
             table.loc[table["case_id"].isin(cases), "seg"] = str(target)
         except (ValueError, RuntimeError) as exc:
             table.loc[table["case_id"].isin(cases), "reason"] = f"DICOM SEG not written: {str(exc)[:200]}"

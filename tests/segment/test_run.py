@@ -30,8 +30,31 @@ def test_hidden_references_get_model_masks_scored_against_them(tmp_path) -> None
     worklist = pd.read_csv(tmp_path / "out" / "worklist.csv")
     assert set(worklist["case_id"]) <= set(table.loc[table["split"] == "unlabelled", "case_id"])
     assert worklist["uncertainty"].is_monotonic_decreasing
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "probability").iterdir()}
     rerun = segment_cases(cases, tmp_path / "out", labelled_fraction=0.7, config=TINY, threads=1, progress=False)
     assert rerun.summary["cached"] and rerun.summary["checkpoint_sha256"] == run.summary["checkpoint_sha256"]
+    # Nothing changed: every case's rows come back as they were, and no map is written again.
+    pd.testing.assert_frame_equal(rerun.table, table)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "probability").iterdir()} == written
+
+
+def test_seg_key_follows_the_masks_and_the_model(tmp_path) -> None:
+    from pacs_workbench.segment.reuse import mark_seg, seg_is_current, seg_key
+
+    source, mask, target = tmp_path / "1.dcm", tmp_path / "m.nii.gz", tmp_path / "seg" / "s.dcm"
+    source.write_bytes(b"source")
+    mask.write_bytes(b"mask")
+    key = seg_key("model", "1.0", "1.2.3", [source], [mask])
+    assert not seg_is_current(tmp_path, target, key), "nothing written yet"
+    target.parent.mkdir()
+    target.write_bytes(b"seg")
+    mark_seg(tmp_path, target, key)
+    assert seg_is_current(tmp_path, target, key)
+    assert seg_key("other model", "1.0", "1.2.3", [source], [mask]) != key
+    mask.write_bytes(b"mask, edited")
+    assert not seg_is_current(tmp_path, target, seg_key("model", "1.0", "1.2.3", [source], [mask]))
+    mask.unlink()
+    assert seg_key("model", "1.0", "1.2.3", [source], [mask]) != key
 
 
 def test_no_labelled_case_when_training(tmp_path) -> None:
