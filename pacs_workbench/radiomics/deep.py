@@ -26,7 +26,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -276,23 +277,43 @@ def run_deep_folds(
         When a fold failed.
     """
     started = time.perf_counter()
-    scratch = None
+    with _fold_folder(out, cache, cache_dir) as folder:
+        crops_file = _save_crops(crops, folder)
+        tasks, keys = _fold_tasks(crops, crops_file, folder, X, y, groups, plan, config, features, clinical, deep,
+                                  table_key)  # fmt: skip
+        results = _fold_results(tasks, keys, folder, cache, workers, scheduler, progress)
+        if cache:
+            fold_cache.prune(folder, keys.values())
+            fold_cache.prune(folder, [Path(t.checkpoint).stem for t in tasks], "cnn-*.pt")
+            fold_cache.prune(folder, [Path(t.checkpoint).stem for t in tasks], "cnn-*.json")
+            fold_cache.prune(folder, [crops_file.stem], "crops-*.npy")
+        checkpoints = {(t.repeat, t.fold): Path(t.checkpoint).read_bytes() for t in tasks}
+    return DeepRun(results, crops, _deep_report(results, crops, deep, started), checkpoints)
+
+
+@contextmanager
+def _fold_folder(out: Path, cache: bool, cache_dir: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """The CNN's cache folder, or a scratch folder removed afterwards when nothing is cached."""
     if cache:
         folder = fold_cache.cache_folder(out, cache_dir, "cnn")
-    else:
-        scratch = tempfile.TemporaryDirectory(prefix="pacs-workbench-cnn-")
-        folder = Path(scratch.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        return _run(crops, folder, X, y, groups, plan, config, features, clinical, deep, table_key, cache,
-                    workers, scheduler, progress, started)  # fmt: skip
-    finally:
-        if scratch is not None:
-            scratch.cleanup()
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="pacs-workbench-cnn-") as scratch:
+        yield Path(scratch)
 
 
-def _run(
+def _save_crops(crops: CropSet, folder: Path) -> Path:
+    """The crops as one ``.npy`` named by their content hash (written once), for the fold workers."""
+    crops_file = folder / f"crops-{_array_digest(crops.arrays)[:16]}.npy"
+    if not crops_file.is_file():
+        write_atomic(crops_file, lambda temp: np.save(temp, crops.arrays, allow_pickle=False), suffix=".npy")
+    return crops_file
+
+
+def _fold_tasks(
     crops: CropSet,
+    crops_file: Path,
     folder: Path,
     X: pd.DataFrame,
     y: NDArray[np.int64],
@@ -303,16 +324,8 @@ def _run(
     clinical: list[str],
     deep: DeepConfig,
     table_key: str,
-    cache: bool,
-    workers: int | None,
-    scheduler: str | None,
-    progress: bool,
-    started: float,
-) -> DeepRun:
-    crops_key = _array_digest(crops.arrays)
-    crops_file = folder / f"crops-{crops_key[:16]}.npy"
-    if not crops_file.is_file():
-        write_atomic(crops_file, lambda temp: np.save(temp, crops.arrays, allow_pickle=False), suffix=".npy")
+) -> tuple[list[DeepFoldTask], dict[tuple[int, int], str]]:
+    """One task per fold of ``plan``, and each fold's result key (its CNN's checkpoint key, the table, the settings)."""
     settings = fold_cache.settings_digest(asdict(config), features, clinical, asdict(deep), TRAINING_VERSION)
     tasks, keys = [], {}
     for repeat, fold, train, test, seed in plan:
@@ -321,6 +334,19 @@ def _run(
         checkpoint = str(folder / f"cnn-{cnn_key[:24]}.pt")
         tasks.append(DeepFoldTask(repeat, fold, X, y, groups, train, test, config, features, clinical, int(seed),
                                   str(crops_file), deep, cnn_key, checkpoint))  # fmt: skip
+    return tasks, keys
+
+
+def _fold_results(
+    tasks: list[DeepFoldTask],
+    keys: dict[tuple[int, int], str],
+    folder: Path,
+    cache: bool,
+    workers: int | None,
+    scheduler: str | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every fold's result, read back from the cache where it holds one, fitted otherwise; sorted by fold."""
     results = []
     for task in tasks if cache else []:
         key = keys[(task.repeat, task.fold)]
@@ -343,13 +369,12 @@ def _run(
             fold_cache.write_entry(fold_cache.entry_path(folder, key), key, res)
         results.append({**res, "from_cache": False})
     results.sort(key=lambda r: (r["repeat"], r["fold"]))
-    if cache:
-        fold_cache.prune(folder, keys.values())
-        fold_cache.prune(folder, [Path(t.checkpoint).stem for t in tasks], "cnn-*.pt")
-        fold_cache.prune(folder, [Path(t.checkpoint).stem for t in tasks], "cnn-*.json")
-        fold_cache.prune(folder, [crops_file.stem], "crops-*.npy")
-    checkpoints = {(t.repeat, t.fold): Path(t.checkpoint).read_bytes() for t in tasks}
-    report = {
+    return results
+
+
+def _deep_report(results: list[dict[str, Any]], crops: CropSet, deep: DeepConfig, started: float) -> dict[str, Any]:
+    """What the CNN folds cost and where their results came from (``metrics.json``'s ``deep``)."""
+    return {
         "folds": len(results),
         "cnn_trained": sum(1 for r in results if not r["from_cache"] and not r["cnn_cached"]),
         "cnn_from_cache": sum(1 for r in results if r["from_cache"] or r["cnn_cached"]),
@@ -365,4 +390,3 @@ def _run(
                   "shape": list(crops.arrays.shape[1:])},
         "device": str(device(deep.device).type),
     }  # fmt: skip
-    return DeepRun(results, crops, report, checkpoints)
