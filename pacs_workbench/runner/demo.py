@@ -21,7 +21,15 @@ from typing import Any, TextIO
 import yaml
 
 from pacs_workbench.core.files import write_text_atomic
-from pacs_workbench.core.params import DEFAULT_PARAMS, NOTEBOOK_DIR, load_params, project_path, project_root
+from pacs_workbench.core.params import (
+    DEFAULT_PARAMS,
+    NOTEBOOK_DIR,
+    ParameterError,
+    load_params,
+    notebook_params,
+    project_path,
+    project_root,
+)
 from pacs_workbench.runner.pages import NotebookRun, RunResult
 from pacs_workbench.runner.run import DEMO_PREFIX, RunStep, prepare_demo_data, retarget_params, run_notebooks
 from pacs_workbench.runner.validation import VALIDATION_NOTEBOOK, predict_with_report
@@ -54,8 +62,7 @@ def run_demo(
     n_external = patients // 2 if external_patients is None else external_patients
     steps = []
     if n_external > 0:
-        model_dir = load_params(DEFAULT_PARAMS)["05_radiomics_model"]["model_dir"]
-        package = Path(project_path(model_dir, root=root) or root / model_dir) / "package"
+        package = _param_path(load_params(DEFAULT_PARAMS), "05_radiomics_model", "model_dir", root) / "package"
         steps.append(external_validation_step(root / DEMO_PREFIX / EXTERNAL_DIR, package, patients=n_external,
                                               seed=seed + 1, base_dir=root))  # fmt: skip
     return run_notebooks(DEFAULT_PARAMS, root / "reports" / "demo", base_dir=root, progress=progress,
@@ -136,6 +143,8 @@ def run_external_site(
 
 
 def _param_path(params: dict[str, Any], notebook: str, name: str, base_dir: Path) -> Path:
-    """A notebook's path parameter (its section, else ``shared``), resolved as the notebook resolves it."""
-    value = str(params.get(notebook, {}).get(name) or params["shared"][name])
-    return Path(project_path(value, root=base_dir) or base_dir / value)
+    """A notebook's path parameter (shared, overlaid by its section), resolved as the notebook resolves it."""
+    path = project_path(notebook_params(params, notebook).get(name), root=base_dir)
+    if path is None:
+        raise ParameterError(f"{notebook}: parameter {name!r} is not set")
+    return path
