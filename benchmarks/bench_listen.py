@@ -107,6 +107,15 @@ def orthanc_study_id(rest: str, uid: str) -> str:
     return next((str(item["ID"]) for item in found if item["Type"] == "Study"), "")
 
 
+def study_state(out: Path, token: str) -> dict[str, Any]:
+    """The listener's state of one study (``{}`` until it has one)."""
+    try:
+        state: dict[str, Any] = json.loads((out / "incoming" / token / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state
+
+
 def round_latencies(
     batch: list[tuple[str, list[Path]]], port: int, rest: str, out: Path, key: bytes, timeout: float = 600.0
 ) -> list[float]:
@@ -119,24 +128,30 @@ def round_latencies(
     for sender in senders:
         if sender.wait(timeout=300) != 0:
             raise SystemExit("storescu failed")
-    pending = {uid: None for uid, _ in batch}
+    tokens = {uid: pseudonymize(key, uid, namespace="study", length=16) for uid, _ in batch}
     stored: dict[str, float] = {}
+    unscored: dict[str, str] = {}  # a study listen could not score gets a logged reason and no SR, by design
     deadline = time.monotonic() + timeout
-    while len(stored) < len(batch) and time.monotonic() < deadline:
+    while len(stored) + len(unscored) < len(batch) and time.monotonic() < deadline:
         have = sr_studies(rest)
         now = time.time()
-        for uid in pending:
-            if uid not in stored and (orthanc := orthanc_study_id(rest, uid)) and orthanc in have:
+        for uid, token in tokens.items():
+            if uid in stored or uid in unscored:
+                continue
+            if (orthanc := orthanc_study_id(rest, uid)) and orthanc in have:
                 stored[uid] = now
+            elif (state := study_state(out, token)).get("status") == "failed":
+                unscored[uid] = str(state.get("reason"))
         time.sleep(0.2)
-    if len(stored) < len(batch):
+    for uid, reason in unscored.items():
+        print(f"study {tokens[uid]} not scored: {reason}", file=sys.stderr)
+    if not stored or len(stored) + len(unscored) < len(batch):
         raise SystemExit(f"{len(batch) - len(stored)} SR(s) not stored within {timeout:.0f} s (see listen.log)")
     latencies = []
-    for uid, _ in batch:
-        token = pseudonymize(key, uid, namespace="study", length=16)
-        state = json.loads((out / "incoming" / token / "state.json").read_text(encoding="utf-8"))
+    for uid in stored:
+        state = study_state(out, tokens[uid])
         if state.get("status") != "done":
-            raise SystemExit(f"study {token}: {state.get('status')} ({state.get('reason')})")
+            raise SystemExit(f"study {tokens[uid]}: {state.get('status')} ({state.get('reason')})")
         latencies.append(stored[uid] - float(state["last_received"]))
     return latencies
 
