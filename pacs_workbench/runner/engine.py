@@ -18,7 +18,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger
 from papermill.utils import remove_args
 
-from pacs_workbench.runner.pages import RunResult
+from pacs_workbench.runner.pages import NotebookRun, RunResult
 
 ENGINE_NAME = "pacs-workbench"
 #: The kernel's own log, silenced: its per-start transport warning and the "KeyboardInterrupt caught"
@@ -79,17 +79,29 @@ class NotebookProgress:
         self.stream.flush()
 
 
+def reused_line(record: NotebookRun) -> str:
+    """The progress line of a notebook found up to date: not executed, its reports kept."""
+    took = format_elapsed(record.duration_s)
+    return f"{record.name}  unchanged, not re-run  (ran in run {record.reused_from}, {took})"
+
+
 def run_summary(result: RunResult) -> str:
-    """What the console shows after a run: one line per notebook (status, time, error), then the totals."""
+    """What the console shows after a run: one line per notebook (status, time, error), then the totals.
+
+    The time of a notebook reused from an earlier run is that run's and does not count in the total.
+    """
     lines = []
     for nb in result.notebooks:
         took = format_elapsed(nb.duration_s) if nb.status != "not run" else ""
         error = f"  {nb.error}" if nb.error else ""
-        lines.append(f"  {nb.name:<24} {nb.status:<8} {took:>12}{error}")
+        reused = f"  unchanged, reused from run {nb.reused_from}" if nb.reused_from else ""
+        lines.append(f"  {nb.name:<24} {nb.status:<8} {took:>12}{error}{reused}")
     counts = {status: sum(nb.status == status for nb in result.notebooks) for status in ("ok", "failed", "not run")}
-    total = format_elapsed(sum(nb.duration_s for nb in result.notebooks))
+    n_reused = sum(bool(nb.reused_from) for nb in result.notebooks)
+    total = format_elapsed(sum(nb.duration_s for nb in result.notebooks if not nb.reused_from))
+    ok = f"{counts['ok']} ok ({n_reused} unchanged, not re-run)" if n_reused else f"{counts['ok']} ok"
     lines.append(
-        f"{len(result.notebooks)} notebooks: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{len(result.notebooks)} notebooks: {ok}, {counts['failed']} failed, "
         f"{counts['not run']} not run, in {total}; report: {result.index_html}"
     )
     return "\n".join(lines)

@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,9 @@ class NotebookRun:
     html: str = ""
     ipynb: str = ""
     error: str = ""
+    #: The run that executed it, when this run found it up to date and kept its reports
+    #: (:mod:`~pacs_workbench.runner.stamps`); its times are that run's.
+    reused_from: str = ""
 
 
 @dataclass
@@ -80,10 +83,11 @@ class RunResult:
         return all(nb.status == "ok" for nb in self.notebooks)
 
 
-def fingerprint_inputs(paths: Sequence[Path]) -> str:
+def fingerprint_inputs(paths: Sequence[Path], hash_file: Callable[[Path], str] = sha256_file) -> str:
     """SHA-256 over every input file's relative path and content (in path order).
 
     File names can carry PHI, so only this digest (never a listing) reaches a report.
+    ``hash_file`` gives a file's SHA-256 (hex); a run passes its memoizing hasher.
     """
     total = hashlib.sha256()
     for root in paths:
@@ -93,7 +97,7 @@ def fingerprint_inputs(paths: Sequence[Path]) -> str:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for file in files:
             total.update(str(file.relative_to(root.parent)).encode() + b"\0")
-            total.update(bytes.fromhex(sha256_file(file)))
+            total.update(bytes.fromhex(hash_file(file)))
     return total.hexdigest()
 
 
@@ -346,6 +350,11 @@ def _highlights_html(found: Highlights) -> str:
     return _cohort_html(found) + _audit_html(found) + _model_html(found)
 
 
+def status_text(nb: NotebookRun) -> str:
+    """A notebook's status as the run page and the console show it: ``ok - unchanged, reused from run X``."""
+    return f"{nb.status} - unchanged, reused from run {nb.reused_from}" if nb.reused_from else nb.status
+
+
 def write_index(result: RunResult, provenance: dict[str, Any], highlights: Highlights | None = None) -> None:
     """Write ``index.html`` (the reviewer's front door) and ``run.json`` (the same facts, machine-readable)."""
     found = highlights or Highlights()
@@ -353,9 +362,10 @@ def write_index(result: RunResult, provenance: dict[str, Any], highlights: Highl
     for nb in result.notebooks:
         link = f'<a href="{html.escape(nb.html)}">{html.escape(nb.name)}</a>' if nb.html else html.escape(nb.name)
         code = f'<a href="{html.escape(nb.ipynb)}">.ipynb</a>' if nb.ipynb and nb.status != "not run" else ""
+        css = nb.status.replace(" ", "-") + (" reused" if nb.reused_from else "")
         rows.append(
-            f"<tr class='{nb.status.replace(' ', '-')}'><td>{link}</td><td>{nb.status}</td>"
-            f"<td>{html.escape(nb.started)}</td><td>{nb.duration_s:.1f} s</td>"
+            f"<tr class='{css}'><td>{link}</td><td>{html.escape(status_text(nb))}</td>"
+            f"<td>{html.escape(nb.started)}</td><td>{nb.duration_s:.1f} s{' (then)' if nb.reused_from else ''}</td>"
             f"<td>{html.escape(nb.error)}</td><td>{code}</td></tr>"
         )
     packages = "".join(
@@ -363,7 +373,14 @@ def write_index(result: RunResult, provenance: dict[str, Any], highlights: Highl
     )
     parameters = html.escape(json.dumps(provenance.get("parameters", {}), indent=2))
     status = "completed" if result.ok else "FAILED"
-    total = sum(nb.duration_s for nb in result.notebooks)
+    reused = [nb for nb in result.notebooks if nb.reused_from]
+    total = sum(nb.duration_s for nb in result.notebooks if not nb.reused_from)
+    reuse_note = (
+        f"; {len(reused)} unchanged since an earlier run and not re-run, their "
+        f"{sum(nb.duration_s for nb in reused):.0f} s spent then; up-to-date checks "
+        f"{provenance.get('up_to_date_check_s', 0):.1f} s"
+        if reused else ""
+    )  # fmt: skip
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pacs-workbench run {html.escape(result.run_id)}</title>
@@ -375,6 +392,7 @@ td, th {{ border: 1px solid #ccc; padding: .25rem .6rem; text-align: left; }}
 tr.ok td:nth-child(2), .pass {{ color: #17692e; font-weight: bold; }}
 tr.failed td:nth-child(2), .fail {{ color: #b00020; font-weight: bold; }}
 tr.not-run td {{ color: #888; }}
+tr.reused td:nth-child(2) {{ color: #17692e; font-weight: normal; }}
 img {{ max-width: 100%; height: auto; }}
 pre {{ background: #f6f6f6; padding: .8rem; overflow-x: auto; font-size: .8rem; }}
 details {{ margin: .6rem 0; }}
@@ -384,7 +402,8 @@ details {{ margin: .6rem 0; }}
 <h1>pacs-workbench run <code>{html.escape(result.run_id)}</code>:
 <span class="{'pass' if result.ok else 'fail'}">{status}</span></h1>
 <p>Started {html.escape(provenance['started'])}, ended {html.escape(provenance.get('ended', ''))}
-({total:.0f} s of notebook time). Parameter file <code>{html.escape(provenance['params_file'])}</code>;
+({total:.0f} s of notebook time{html.escape(reuse_note)}).
+Parameter file <code>{html.escape(provenance['params_file'])}</code>;
 workbench commit <code>{html.escape(provenance['git_commit'])}</code>; input data fingerprint (SHA-256)
 <code>{html.escape(provenance['input_fingerprint'])}</code>.</p>
 <h2>Reports</h2>

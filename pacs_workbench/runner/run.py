@@ -22,8 +22,9 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -42,7 +43,7 @@ from pacs_workbench.core.params import (
     project_path,
     project_root,
 )
-from pacs_workbench.runner.engine import ENGINE_NAME, NotebookProgress
+from pacs_workbench.runner.engine import ENGINE_NAME, NotebookProgress, reused_line
 from pacs_workbench.runner.pages import (
     NotebookRun,
     RunResult,
@@ -54,6 +55,14 @@ from pacs_workbench.runner.pages import (
     scrub_paths,
     write_index,
 )
+from pacs_workbench.runner.stamps import (
+    Declaration,
+    FileHasher,
+    StampBook,
+    expand,
+    notebook_stamp,
+    run_context,
+)
 
 CELL_TIMEOUT_S = 1800
 
@@ -62,11 +71,17 @@ class RunStep(NamedTuple):
     """A step a run takes after its notebooks, reported on the run page as a notebook is.
 
     ``run(out_dir, progress)`` does the work and returns the step's record (its HTML relative
-    to ``out_dir``); it is called only when every notebook before it succeeded.
+    to ``out_dir``); it is called only when every notebook before it succeeded. A step that
+    declares its ``inputs`` (files or folders; ``values``: its settings) and ``outputs`` is up to
+    date as a declared notebook is (:mod:`~pacs_workbench.runner.stamps`): unchanged, it is not
+    run again and its record and reports are kept. ``inputs=None``: it always runs.
     """
 
     name: str
     run: Callable[[Path, TextIO | None], NotebookRun]
+    inputs: Sequence[Path] | None = None
+    outputs: Sequence[Path] = ()
+    values: Mapping[str, Any] | None = None
 
 
 def discover_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -141,6 +156,7 @@ def run_notebooks(
     kernel_name: str = "python3",
     progress: TextIO | None = None,
     followed_by: Sequence[RunStep] = (),
+    force: bool = False,
 ) -> RunResult:
     """Execute the numbered notebooks in order and render the run's reports.
 
@@ -165,6 +181,10 @@ def run_notebooks(
     followed_by
         Steps after the notebooks (the demo's external validation), each run when everything
         before it succeeded and listed on the run page.
+    force
+        Execute every notebook and step. Otherwise one that declares its inputs and outputs and
+        is up to date since the last run into ``out_dir`` is not executed again: its reports are
+        kept and its record is marked ``reused_from`` (:mod:`~pacs_workbench.runner.stamps`).
     """
     params = load_params(params_file)
     run_id = new_run_id()
@@ -172,24 +192,97 @@ def run_notebooks(
     prepare_synthetic_data(params, base)
     out = Path(out_dir) if out_dir is not None else base / "reports" / run_id
     chosen = list(notebooks) if notebooks is not None else discover_notebooks()
-    provenance = _provenance(run_id, params_file, _input_paths(params, base))
+    hasher = FileHasher()
+    provenance = _provenance(run_id, params_file, _input_paths(params, base), hasher)
     result = RunResult(run_id=run_id, out_dir=out, index_html=out / "index.html")
     with _run_lock(out):
         _clear_previous_run(out)
+        checks = _Checks(StampBook(out, run_id, hasher), run_context(kernel_name, hasher), force, progress)
         used_params: dict[str, dict[str, Any]] = {}
         for path in chosen:
             record = NotebookRun(name=path.stem)
             if all(earlier.status == "ok" for earlier in result.notebooks):
                 used_params[path.stem] = _declared_params(path, params, base)
-                _run_notebook(path, used_params[path.stem], record, base, out, kernel_name, progress)
+                record = _notebook_or_reuse(path, used_params[path.stem], base, out, kernel_name, checks)
             result.notebooks.append(record)
         for step in followed_by:
             ready = all(earlier.status == "ok" for earlier in result.notebooks)
-            result.notebooks.append(step.run(out, progress) if ready else NotebookRun(name=step.name))
+            result.notebooks.append(_step_or_reuse(step, out, checks) if ready else NotebookRun(name=step.name))
+        kept = [nb.name for nb in result.notebooks if nb.status != "not run"]
+        _remove_stale_reports(out, kept)
+        checks.book.keep_only(nb.name for nb in result.notebooks if nb.status == "ok")
         provenance["ended"] = _now()
         provenance["parameters"] = used_params
+        provenance["up_to_date_check_s"] = round(hasher.seconds, 2)
         write_index(result, provenance, collect_highlights(used_params, base, out))
     return result
+
+
+@dataclass
+class _Checks:
+    """What a run needs to tell whether a notebook or step is up to date (:mod:`~pacs_workbench.runner.stamps`)."""
+
+    book: StampBook
+    context: str
+    force: bool
+    progress: TextIO | None
+
+
+def _notebook_or_reuse(
+    path: Path, values: dict[str, Any], base: Path, out: Path, kernel_name: str, checks: _Checks
+) -> NotebookRun:
+    """Execute one notebook, unless it declares its inputs and outputs and is up to date."""
+    declaration = Declaration.of_notebook(path)
+    stamp, outputs = None, []
+    if declaration is not None:
+        effective = {**_notebook_defaults(path), **values}
+        outputs = expand(declaration.outputs, effective, base)
+        if not declaration.always_runs(effective):
+            inputs = expand(declaration.inputs, effective, base)
+            stamp = notebook_stamp(checks.book.hasher, checks.context, path.read_bytes(), values, inputs)
+            reused = _reusable(path.stem, stamp, outputs, checks)
+            if reused is not None:
+                return reused
+    _remove_reports(out, path.stem)  # a notebook that fails before papermill writes leaves none of an older run
+    record = NotebookRun(name=path.stem)
+    _run_notebook(path, values, record, base, out, kernel_name, checks.progress)
+    checks.book.executed(path.stem, stamp, outputs, record)
+    return record
+
+
+def _step_or_reuse(step: RunStep, out: Path, checks: _Checks) -> NotebookRun:
+    """Run a step after the notebooks, unless it declares its inputs and outputs and is up to date."""
+    stamp = None
+    if step.inputs is not None:
+        values = dict(step.values or {})
+        stamp = notebook_stamp(checks.book.hasher, checks.context, step.name.encode(), values, list(step.inputs))
+        reused = _reusable(step.name, stamp, list(step.outputs), checks)
+        if reused is not None:
+            return reused
+    record = step.run(out, checks.progress)
+    checks.book.executed(step.name, stamp, list(step.outputs), record)
+    return record
+
+
+def _reusable(name: str, stamp: str, outputs: list[Path], checks: _Checks) -> NotebookRun | None:
+    """The earlier record of an up-to-date notebook (unless the run is forced), its line on the console."""
+    reused = None if checks.force else checks.book.reusable(name, stamp, outputs)
+    if reused is not None and checks.progress is not None:
+        checks.progress.write(reused_line(reused) + "\n")
+        checks.progress.flush()
+    return reused
+
+
+def _notebook_defaults(path: Path) -> dict[str, Any]:
+    """The notebook's parameters as its parameters cell sets them (literals; others as written)."""
+    defaults = {}
+    for name, spec in pm.inspect_notebook(str(path)).items():
+        text = str(spec.get("default", ""))
+        try:
+            defaults[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            defaults[name] = text
+    return defaults
 
 
 #: Top-level section of a parameter file asking for a synthetic extract (``data_dir``, ``modality``,
@@ -232,15 +325,21 @@ def _input_paths(params: dict[str, Any], base: Path) -> list[Path]:
     return inputs
 
 
-def _provenance(run_id: str, params_file: str | os.PathLike[str] | None, inputs: list[Path]) -> dict[str, Any]:
-    """What the run page records about the run before any notebook executes."""
+def _provenance(
+    run_id: str, params_file: str | os.PathLike[str] | None, inputs: list[Path], hasher: FileHasher
+) -> dict[str, Any]:
+    """What the run page records about the run before any notebook executes.
+
+    The input fingerprint reads the files through the run's hasher, so the up-to-date checks
+    after it do not read the extract again.
+    """
     return {
         "run_id": run_id,
         "started": _now(),
         "params_file": str(Path(params_file).name if params_file else DEFAULT_PARAMS.name),
         "git_commit": git_commit(),
         "packages": package_versions(),
-        "input_fingerprint": fingerprint_inputs(inputs),
+        "input_fingerprint": fingerprint_inputs(inputs, hash_file=hasher.file),
     }
 
 
@@ -319,10 +418,28 @@ def run_command_notebook(
 
 
 def _clear_previous_run(out: Path) -> None:
-    """Remove the reports of an earlier run into the same folder, so none is mistaken for this run's."""
-    for pattern in ("[0-9][0-9]_*.html", "[0-9][0-9]_*.ipynb", "index.html", "run.json", "attrition.png"):
+    """Remove the run page of an earlier run into the same folder, so it is never mistaken for this run's.
+
+    The notebooks' reports stay until this run decides: an up-to-date notebook keeps them, an
+    executed one replaces them (:func:`_remove_reports` first), and those of notebooks this run
+    neither executed nor reused go at its end (:func:`_remove_stale_reports`).
+    """
+    for name in ("index.html", "run.json", "attrition.png"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _remove_reports(out: Path, stem: str) -> None:
+    """Remove a notebook's ``.ipynb`` and ``.html`` of an earlier run."""
+    for suffix in (".ipynb", ".html"):
+        (out / f"{stem}{suffix}").unlink(missing_ok=True)
+
+
+def _remove_stale_reports(out: Path, kept: Sequence[str]) -> None:
+    """Remove the reports of notebooks this run neither executed nor reused (an earlier run's)."""
+    for pattern in ("[0-9][0-9]_*.html", "[0-9][0-9]_*.ipynb"):
         for stale in out.glob(pattern):
-            stale.unlink()
+            if stale.stem not in kept:
+                stale.unlink()
 
 
 def _now() -> str:

@@ -29,3 +29,20 @@ def write_params(folder: Path) -> Path:
     (folder / "inputs" / "dicom").mkdir(parents=True)
     (folder / "inputs" / "dicom" / "a.dcm").write_bytes(b"data")
     return file
+
+
+def make_declared_notebook(
+    path: Path, params: dict[str, str], body: str, inputs: list[str], outputs: list[str]
+) -> Path:
+    """A notebook declaring what it reads and writes (``pacs_workbench.inputs``/``outputs`` templates).
+
+    ``params`` are its string parameters with their defaults; ``body`` runs after them.
+    """
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["pacs_workbench"] = {"inputs": inputs, "outputs": outputs}
+    cell = new_code_cell("\n".join(f"{name}: str = {default!r}" for name, default in params.items()))
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [new_markdown_cell(f"# Title of {path.stem}"), cell, new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
