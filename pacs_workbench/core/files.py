@@ -10,6 +10,7 @@ files of a run still writing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -90,8 +91,7 @@ def write_together(
     temps: list[Path] = []
     try:
         for target in targets:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=TEMP_SUFFIX + suffix, dir=target.parent)
+            fd, tmp = _open_temp(target, suffix)
             os.close(fd)
             temps.append(Path(tmp))
         write(list(temps))
@@ -108,11 +108,39 @@ def write_together(
         raise
 
 
+def _open_temp(target: Path, suffix: str = "") -> tuple[int, str]:
+    """A new temporary file beside ``target`` (its folder made when missing): descriptor and path."""
+    prefix, full_suffix = temp_prefix(target), TEMP_SUFFIX + suffix
+    try:
+        return tempfile.mkstemp(prefix=prefix, suffix=full_suffix, dir=target.parent)
+    except FileNotFoundError:  # most targets' folders exist: make one only when it is missing
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=prefix, suffix=full_suffix, dir=target.parent)
+
+
 def write_bytes_atomic(
     path: str | os.PathLike[str], data: bytes, *, mode: int | None = None, sync: bool = True
 ) -> None:
-    """Write ``data`` to ``path`` atomically (``sync``: see :func:`write_atomic`)."""
-    write_atomic(path, lambda temp: temp.write_bytes(data), mode=mode, sync=sync)
+    """Write ``data`` to ``path`` atomically (``sync``: see :func:`write_atomic`).
+
+    :func:`write_atomic` for bytes already in memory, written through the temporary file's own
+    descriptor: de-identification writes thousands of small files, where every extra open,
+    close and path lookup shows.
+    """
+    target = Path(path)
+    fd, tmp = _open_temp(target)
+    try:
+        with open(fd, "wb", closefd=True) as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(fd)
+            os.fchmod(fd, _DEFAULT_MODE if mode is None else mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def sync_filesystem(path: str | os.PathLike[str]) -> None:

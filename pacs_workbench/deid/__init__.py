@@ -17,25 +17,56 @@ Backs notebook ``02_deid_audit`` and the ``pacs-workbench deid`` and ``audit`` c
   masked images, the audit verdict and the cohort's coverage. They never show a PHI value.
 * :func:`masked_image_viewer` (:mod:`.viewer`): browse the de-identified images checked for
   burned-in text in JupyterLab, the blanked boxes outlined.
+
+The names below load their module on first use (PEP 562): ``pacs-workbench deid`` and its
+worker processes then start without the notebook's tables, plots and widgets (pandas,
+matplotlib, ipywidgets), which cost more than a second of every run's start-up.
 """
 
-from pacs_workbench.deid.audit import audit_folder
-from pacs_workbench.deid.leaks import leaked_phi_strings
-from pacs_workbench.deid.profile import OptionsError
-from pacs_workbench.deid.report import (
-    action_summary,
-    audit_table,
-    cohort_coverage,
-    masked_images,
-    options_table,
-    outcome_table,
-    plot_actions,
-    plot_masked_thumbnails,
-    quarantine_table,
-    save_audit_summary,
-)
-from pacs_workbench.deid.run import DeidRunError, DeidWriteError, deidentify_folder
-from pacs_workbench.deid.viewer import masked_image_viewer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pacs_workbench.deid.audit import audit_folder
+    from pacs_workbench.deid.leaks import leaked_phi_strings
+    from pacs_workbench.deid.profile import OptionsError
+    from pacs_workbench.deid.report import (
+        action_summary,
+        audit_table,
+        cohort_coverage,
+        masked_images,
+        options_table,
+        outcome_table,
+        plot_actions,
+        plot_masked_thumbnails,
+        quarantine_table,
+        save_audit_summary,
+    )
+    from pacs_workbench.deid.run import DeidRunError, DeidWriteError, deidentify_folder
+    from pacs_workbench.deid.viewer import masked_image_viewer
+
+#: Each public name and the module of this package that defines it.
+_MODULE_OF = {
+    "DeidRunError": "run",
+    "DeidWriteError": "run",
+    "OptionsError": "profile",
+    "action_summary": "report",
+    "audit_folder": "audit",
+    "audit_table": "report",
+    "cohort_coverage": "report",
+    "deidentify_folder": "run",
+    "leaked_phi_strings": "leaks",
+    "masked_image_viewer": "viewer",
+    "masked_images": "report",
+    "options_table": "report",
+    "outcome_table": "report",
+    "plot_actions": "report",
+    "plot_masked_thumbnails": "report",
+    "quarantine_table": "report",
+    "save_audit_summary": "report",
+}
 
 __all__ = [
     "DeidRunError",
@@ -56,3 +87,12 @@ __all__ = [
     "quarantine_table",
     "save_audit_summary",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # loaded once
+    return value

@@ -75,6 +75,7 @@ from pacs_workbench.deid.instance import (
     identifying_values,
     is_big_endian,
     path_part,
+    pixel_value_sha256,
 )
 from pacs_workbench.deid.keyed import (
     cap_age,
@@ -254,9 +255,12 @@ class Deidentifier:
             ctx.counts["n_pixel_boxes"] += len(pixels.boxes)
         try:
             # what is written must parse again (structure and VRs), or it is not written
-            read_file(output)
+            written = read_file(output)
         except RawFormatError as exc:
             raise DeidError(f"de-identified output does not parse ({exc})") from exc
+        if pixels is not None:
+            # the hash the audit compares, of the Pixel Data value as it will be read back
+            pixels.verified_sha256 = pixel_value_sha256(written)
         counts = {name: int(ctx.counts.get(name, 0)) for name in COUNT_FIELDS}
         actions: Counter[tuple[str, str, str]] = Counter()
         for (tag, action), n in ctx.actions.items():

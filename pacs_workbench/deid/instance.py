@@ -22,9 +22,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, AllTransferSyntaxes
 
 from pacs_workbench.deid.encoding import InstanceContext, decode_values
-from pacs_workbench.deid.pixels import PixelCleaningError, PixelResult, clean_pixel_data, pixel_data_sha256
+from pacs_workbench.deid.pixels import PixelCleaningError, PixelResult, clean_pixel_data
 from pacs_workbench.deid.text import KNOWN_PHI_KEYWORDS
-from pacs_workbench.dicom.raw import PIXEL_DATA, Element
+from pacs_workbench.dicom.raw import PIXEL_DATA, Element, RawFile
 
 
 class DeidError(ValueError):
@@ -153,6 +153,7 @@ def identifying_values(
 
 
 def clean_pixels(data: bytes, reasons: list[str]) -> tuple[bytes, PixelResult]:
+    """The file with burned-in text blanked (:func:`~pacs_workbench.deid.pixels.clean_pixel_data`); raises DeidError."""
     from pydicom import dcmread
 
     ds = dcmread(BytesIO(data))
@@ -160,10 +161,21 @@ def clean_pixels(data: bytes, reasons: list[str]) -> tuple[bytes, PixelResult]:
         result = clean_pixel_data(ds, reasons)
     except PixelCleaningError as exc:
         raise DeidError(f"burned-in text check failed: {exc}") from exc
-    output = write_bytes(ds)
-    # the hash of the Pixel Data as written (read back), which the audit compares
-    result.verified_sha256 = pixel_data_sha256(dcmread(BytesIO(output)))
-    return output, result
+    return write_bytes(ds), result
+
+
+def pixel_value_sha256(raw: RawFile) -> str:
+    """SHA-256 of the top-level (7FE0,0010) Pixel Data value of a parsed file ("" without one).
+
+    The bytes pydicom reads as the value, so it equals
+    :func:`~pacs_workbench.deid.pixels.pixel_data_sha256` of the same file read by pydicom.
+    """
+    import hashlib
+
+    for e in raw.elements:
+        if e.tag == PIXEL_DATA:
+            return hashlib.sha256(raw.body[e.value_start : e.value_end]).hexdigest()
+    return ""
 
 
 def _pixel_module_problem(header: HeaderView) -> str | None:

@@ -420,9 +420,10 @@ def deidentify_folder(
     option_text = format_options(parse_options(options or None))
     key_path = _key_path(key_file)
     previous = _prepare_outputs(dst_path, q_path)
+    key, out, held = str(key_path.resolve()), str(dst_path.resolve()), str(q_path.resolve())
     tasks = [
-        FileTask(str(p), str(key_path.resolve()), option_text, str(dst_path.resolve()), str(q_path.resolve()),
-                 mapping is not None, sync=scheduler is not None)  # another host's cache is not flushed from here
+        FileTask(str(p), key, option_text, out, held, mapping is not None,
+                 sync=scheduler is not None)  # another host's cache is not flushed from here
         for p in iter_input_files(src_path)
     ]  # fmt: skip
     # The log writer needs pyarrow and pandas; import them while the workers run.

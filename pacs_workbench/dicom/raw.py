@@ -131,8 +131,12 @@ def tag_name(tag: int) -> str:
         return label
 
 
+@lru_cache(maxsize=1 << 16)
 def vr_problem(tag: int, vr: str) -> str | None:
-    """Why an encoded ``vr`` cannot be trusted for ``tag`` (not a DICOM VR, or not its dictionary VR), or ``None``."""
+    """Why an encoded ``vr`` cannot be trusted for ``tag`` (not a DICOM VR, or not its dictionary VR), or ``None``.
+
+    Cached: a parser asks this for every element, and a study repeats the same few hundred tags.
+    """
     if vr not in VALID_VRS:
         return f"{tag_name(tag)} has unknown VR {vr}"
     group, element = tag >> 16, tag & 0xFFFF
@@ -349,6 +353,17 @@ def _parse_items(
         items.append(elements)
 
 
+#: The text of each DICOM VR code, looked up rather than decoded for every element.
+_VR_TEXT = {code: code.decode("ascii") for code in VR_CODES}
+
+
+def _unknown_vr_text(code: bytes) -> str:
+    """The text of a VR code that is no DICOM VR (two capitals, which the VR check refuses), else raise."""
+    if not (65 <= code[0] <= 90 and 65 <= code[1] <= 90):
+        raise RawFormatError("malformed data set (invalid VR)")
+    return code.decode("ascii")
+
+
 def parse_dataset(
     buf: bytes, pos: int, end: int, implicit: bool, *, in_item: bool = False, depth: int = 0
 ) -> tuple[list[Element], int]:
@@ -369,10 +384,10 @@ def parse_dataset(
         if implicit:
             vr = implicit_vr(tag)
         else:
-            if not (65 <= code[0] <= 90 and 65 <= code[1] <= 90):
-                raise RawFormatError("malformed data set (invalid VR)")
-            vr = code.decode("ascii")
-            check_vr(tag, vr)
+            vr = _VR_TEXT.get(code) or _unknown_vr_text(code)
+            problem = vr_problem(tag, vr)
+            if problem is not None:
+                raise RawFormatError(problem)
         value_start = pos + header
         items = None
         if length == UNDEFINED:

@@ -173,3 +173,17 @@ def test_rerun_removes_only_temporaries_of_processes_that_are_gone(extract: dict
     deidentify_folder(extract["src"], dst, key_file=extract["key"], quarantine=quarantine, progress=False)
     assert not any(p.exists() for p in dead)
     assert live.exists()
+
+
+def test_the_deid_command_starts_without_the_notebook_libraries() -> None:
+    # the command and its workers load the engine only; the notebook's tables, plots and
+    # widgets load when a notebook asks for them
+    code = (
+        "import sys; from pacs_workbench.deid import deidentify_folder; "
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'ipywidgets') if m in sys.modules)); "
+        "import pacs_workbench.deid as deid; "
+        "print(all(callable(getattr(deid, name)) for name in deid.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "True"
