@@ -98,7 +98,7 @@ from pacs_workbench.deid.profile import (
     iod_family,
     tag_label,
 )
-from pacs_workbench.deid.text import Scrubber, build_scrubber, clean_text, known_phi_terms
+from pacs_workbench.deid.text import Scrubber, build_scrubber, known_phi_terms
 from pacs_workbench.dicom.raw import (
     PIXEL_DATA,
     Element,
@@ -510,7 +510,7 @@ class Deidentifier:
         new: list[str] = []
         changed = False
         for text in values:
-            cleaned = clean_text(text, ctx.scrubber) if full else ctx.scrubber.scrub(text)
+            cleaned = ctx.scrubber.cleaned(text, full=full)
             cleaned = truncate(vr, cleaned)
             if cleaned != text:
                 changed = True

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 
@@ -378,6 +378,10 @@ def _terms_regex(terms: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(f"{_BOUND_L}(?:{alternation}){_BOUND_R}", re.IGNORECASE)
 
 
+#: Cleaned texts a :class:`Scrubber` remembers (one patient's distinct texts fit many times over).
+MEMO_SIZE = 1 << 14
+
+
 @dataclass(frozen=True)
 class Scrubber:
     """Removes the known PHI of one patient from text.
@@ -388,6 +392,8 @@ class Scrubber:
     """
 
     terms: tuple[tuple[str, str], ...] = ()
+    #: Texts cleaned so far (a patient's files repeat their descriptions, names and places).
+    memo: dict[tuple[bool, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_empty(self) -> bool:
@@ -403,6 +409,16 @@ class Scrubber:
         if not present:
             return text
         return _terms_regex(present).sub(REDACTED, text)
+
+    def cleaned(self, text: str, *, full: bool) -> str:
+        """:func:`clean_text` of ``text`` with this scrubber (``full``), else :meth:`scrub`; remembered."""
+        key = (full, text)
+        out = self.memo.get(key)
+        if out is None:
+            out = clean_text(text, self) if full else self.scrub(text)
+            if len(self.memo) < MEMO_SIZE:
+                self.memo[key] = out
+        return out
 
 
 def build_scrubber(terms: Iterable[str]) -> Scrubber:
