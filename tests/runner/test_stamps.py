@@ -255,3 +255,18 @@ def test_a_notebook_without_declarations_always_executes_and_stale_reports_go(pr
     assert _executed(result) == ["03_plain"]
     assert not (project / "out" / "02_second.html").exists()  # not part of this run: its reports are gone
     assert "02_second" not in json.loads((project / "out" / STAMPS_FILE).read_text())["notebooks"]
+
+
+@pytest.mark.slow
+def test_the_pipeline_run_again_re_runs_nothing(tiny_run: dict[str, Any]) -> None:
+    from pacs_workbench.runner.demo import EXTERNAL_DIR
+
+    first, again = tiny_run["result"], tiny_run["rerun"]
+    assert first.ok and again.ok, [(nb.name, nb.status, nb.error) for nb in again.notebooks]
+    assert [nb.name for nb in again.notebooks] == [nb.name for nb in first.notebooks]
+    developed = [nb for nb in again.notebooks if nb.name != "07_external_validation"]
+    assert {nb.reused_from for nb in developed} == {first.run_id}, [(nb.name, nb.reused_from) for nb in developed]
+    assert again.notebooks[-1].reused_from, "the external site's notebooks and validation were re-run"
+    site = json.loads((tiny_run["reports"] / EXTERNAL_DIR / "run.json").read_text())
+    assert [nb["name"] for nb in site["notebooks"] if not nb["reused_from"]] == []
+    assert site["up_to_date_check_s"] < 30
