@@ -245,9 +245,7 @@ def audit_folder(
     dst_path = Path(dst)
     if not dst_path.is_dir():
         raise FileNotFoundError(f"not a folder: {dst_path}")
-    terms: dict[str, str] = {}
-    if phi_list is not None:
-        terms.update(phi_terms_from_list(phi_list))
+    terms: dict[str, str] = phi_terms_from_list(phi_list) if phi_list is not None else {}
     source_uids: set[str] = set()
     source_patients: set[str] = set()
     if source is not None:

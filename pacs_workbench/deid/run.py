@@ -35,6 +35,7 @@ it can, and then raises :class:`DeidWriteError` (the CLI prints one line and exi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -420,12 +421,10 @@ def deidentify_folder(
     option_text = format_options(parse_options(options or None))
     key_path = _key_path(key_file)
     previous = _prepare_outputs(dst_path, q_path)
-    key, out, held = str(key_path.resolve()), str(dst_path.resolve()), str(q_path.resolve())
-    tasks = [
-        FileTask(str(p), key, option_text, out, held, mapping is not None,
-                 sync=scheduler is not None)  # another host's cache is not flushed from here
-        for p in iter_input_files(src_path)
-    ]  # fmt: skip
+    # another host's cache is not flushed from here: its workers flush after each batch
+    template = FileTask("", str(key_path.resolve()), option_text, str(dst_path.resolve()), str(q_path.resolve()),
+                        mapping is not None, sync=scheduler is not None)  # fmt: skip
+    tasks = [dataclasses.replace(template, path=str(p)) for p in iter_input_files(src_path)]
     # The log writer needs pyarrow and pandas; import them while the workers run.
     warm = threading.Thread(target=_import_table_writers, daemon=True)
     warm.start()
@@ -437,18 +436,20 @@ def deidentify_folder(
     actions, escrow = _split_records(records)
     warm.join()
     summary = _summary(records, option_text)
-    failed = [r for r in records if r["outcome"] == "failed"]
     _write_run(dst_path, records, actions, summary, previous=previous, mapping=mapping, escrow=escrow)
+    _raise_if_failed(records)
+    return {**summary, "out": str(dst_path), "quarantine": str(q_path), "log": str(dst_path / LOG_NAME)}
+
+
+def _raise_if_failed(records: list[dict[str, Any]]) -> None:
+    """Raise :class:`DeidWriteError` when some outputs could not be written (the log names them)."""
+    failed = [r for r in records if r["outcome"] == "failed"]
     if failed:
         why = Counter(str(r["reason"]) for r in failed).most_common(1)[0][0]
         raise DeidWriteError(
             f"{len(failed)} of {len(records)} files could not be written ({why}); "
             f"{LOG_NAME} lists them with outcome 'failed'; free space and run again"
         )
-    summary["out"] = str(dst_path)
-    summary["quarantine"] = str(q_path)
-    summary["log"] = str(dst_path / LOG_NAME)
-    return summary
 
 
 def _prepare_outputs(dst_path: Path, q_path: Path) -> set[str]:
