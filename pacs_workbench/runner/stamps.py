@@ -61,7 +61,13 @@ class FileHasher:
         self._memo: dict[tuple[str, int, int, int], str] = {}
         self.files_read = 0
         self.bytes_read = 0
-        self.seconds = 0.0
+        self._hash_seconds = 0.0
+        self._walk_seconds = 0.0
+
+    @property
+    def seconds(self) -> float:
+        """Time spent reading files and walking folders (also files hashed outside :meth:`tree`)."""
+        return self._hash_seconds + self._walk_seconds
 
     def file(self, path: Path, info: os.stat_result | None = None) -> str:
         """SHA-256 (hex) of one file's bytes."""
@@ -69,7 +75,9 @@ class FileHasher:
         key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
         digest = self._memo.get(key)
         if digest is None:
+            started = time.monotonic()
             digest = self._memo[key] = sha256_file(path)
+            self._hash_seconds += time.monotonic() - started
             self.files_read += 1
             self.bytes_read += info.st_size
         return digest
@@ -79,7 +87,7 @@ class FileHasher:
 
         A missing path has a digest of its own, so its later appearance changes the digest.
         """
-        started = time.monotonic()
+        started, hashing = time.monotonic(), self._hash_seconds
         total = hashlib.sha256()
         try:
             info = os.stat(root)
@@ -93,7 +101,7 @@ class FileHasher:
                     total.update(bytes.fromhex(self.file(entry_path, entry_info)))
             else:
                 total.update(b"file\0" + bytes.fromhex(self.file(root, info)))
-        self.seconds += time.monotonic() - started
+        self._walk_seconds += time.monotonic() - started - (self._hash_seconds - hashing)
         return total.hexdigest()
 
     def paths(self, roots: Iterable[Path]) -> str:
