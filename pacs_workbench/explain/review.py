@@ -233,12 +233,8 @@ def run_explain(
     ShapReview
     """
     cases, raw, notes = load_cases(features_file, vendor_col, images_file)
-    if not model_dir or not (Path(model_dir) / "models" / "folds.parquet").is_file():
-        reason = (
-            "No model folder given."
-            if not model_dir
-            else f"No fold models in {Path(model_dir).name}/models: the modeling stage has not written any."
-        )
+    reason = _no_fold_models(model_dir)
+    if reason:
         if not missing_ok:
             raise ExplainError(reason)
         return _empty_review(method, cases, raw, [reason, *notes])
@@ -269,6 +265,15 @@ def run_explain(
     if out is not None:
         review.paths = _write_review(review, out, key, min_stability)
     return review
+
+
+def _no_fold_models(model_dir: str | os.PathLike[str] | None) -> str:
+    """Why a modeling run's folder has no fold models to explain ("" when it has)."""
+    if not model_dir:
+        return "No model folder given."
+    if not (Path(model_dir) / "models" / "folds.parquet").is_file():
+        return f"No fold models in {Path(model_dir).name}/models: the modeling stage has not written any."
+    return ""
 
 
 def _empty_review(method: str, cases: pd.DataFrame, raw: pd.DataFrame, notes: list[str]) -> ShapReview:

@@ -380,6 +380,16 @@ def run_saliency(
     for m in methods:
         trained_maps = {c.case_id: c.maps[m] for c in cases}
         checks[m] = sanity_check(trained_maps, {c.case_id: c.random_maps[m] for c in cases}, m, max_rank_correlation)
+    shares = lesion_shares(cases, methods, margin_mm, spacing, seed)
+    settings = {"layer": layer, "mask_size": mask_size, "overlap": overlap, "margin_mm": margin_mm,
+                "crop_spacing_mm": spacing, "seed": seed}  # fmt: skip
+    return SaliencyReview(cases, checks, shares, notes, settings)
+
+
+def lesion_shares(
+    cases: list[SaliencyCase], methods: tuple[str, ...], margin_mm: float, spacing: float, seed: int
+) -> pd.DataFrame:
+    """Each case's and method's share of saliency mass on the lesion and its margin, against a random map's."""
     records = []
     for item in cases:
         region = dilated_mask(item.mask, margin_mm, spacing)
@@ -387,7 +397,4 @@ def run_saliency(
             share = lesion_share(item.maps[method], region, seed=seed) if region.any() else {
                 "share": float("nan"), "random_share": float("nan"), "ratio": float("nan")}  # fmt: skip
             records.append({"case_id": item.case_id, "method": method, **share})
-    shares = pd.DataFrame(records, columns=["case_id", "method", "share", "random_share", "ratio"])
-    settings = {"layer": layer, "mask_size": mask_size, "overlap": overlap, "margin_mm": margin_mm,
-                "crop_spacing_mm": spacing, "seed": seed}  # fmt: skip
-    return SaliencyReview(cases, checks, shares, notes, settings)
+    return pd.DataFrame(records, columns=["case_id", "method", "share", "random_share", "ratio"])
