@@ -26,6 +26,7 @@ LISTEN_MEDIAN_S = 10.0
 LISTEN_P95_S = 20.0
 DEEP_COLD_S = 150.0
 DEEP_CNN_AUC = 0.80
+DEMO_WARM_S = 60.0
 
 @dataclass
 class Run:
@@ -206,6 +207,27 @@ def judge_e2e(runs: list[Run]) -> Verdict:
     ]
     details.extend(failed)
     return Verdict("FAILED" if failed or not run.ok else "REPORT", "; ".join(parts), details)
+
+
+def judge_demo(runs: list[Run]) -> Verdict:
+    """The demo run again with nothing changed: PASS when it succeeded within :data:`DEMO_WARM_S`."""
+    if failed := incomplete(runs):
+        return failed
+    fig = runs[0].figures or {}
+    cold, warm, forced = (fig["runs"][name] for name in ("cold", "warm", "forced warm"))
+    details = [
+        f"{name}: {run['wall_s']:.1f} s, {len(run['executed'])} executed, {len(run['reused'])} reused, "
+        f"up-to-date checks {run['check_s']:.2f} s"
+        for name, run in fig["runs"].items()
+    ]
+    failed_runs = [name for name, run in fig["runs"].items() if not run["ok"]]
+    details.extend(f"{name}: a notebook failed" for name in failed_runs)
+    status = "PASS" if not failed_runs and warm["wall_s"] <= DEMO_WARM_S else "MISS"
+    result = (
+        f"{fig['patients']} patients: warm rerun {warm['wall_s']:.1f} s ({len(warm['executed'])} executed); "
+        f"cold {cold['wall_s']:.0f} s, forced warm {forced['wall_s']:.0f} s"
+    )
+    return Verdict(status, result, details)
 
 
 def judge_radml(runs: list[Run]) -> Verdict:

@@ -22,6 +22,8 @@ Targets (the workbench's promises):
   active-learning simulation beside it is reported, no target);
 * listen: from the last instance of a study received to its SR stored in Orthanc, median
   <= 10 s and p95 <= 20 s per study, for one study and for five sent at once (warm model);
+* warm rerun (``bench_demo.py``): ``pacs-workbench demo`` run again with nothing changed <= 60 s (every
+  notebook up to date, not re-run); the cold run and a forced warm run are reported beside it;
 * CNN and hybrid (``bench_deep.py``): training over all folds and repeats of the demo <= 150 s cold on
   2 cores (about 0 cached), CNN out-of-fold AUC >= 0.80, the hybrid at least as good as LightGBM within
   the CI of the paired difference;
@@ -64,6 +66,7 @@ from judges import (  # the targets and their judges, beside this script
     DEEP_CNN_AUC,
     DEEP_COLD_S,
     DEID_SPEEDUP,
+    DEMO_WARM_S,
     FEATURES_CACHED,
     FEATURES_PARALLEL,
     INDEX_MEMORY_GROWTH,
@@ -80,6 +83,7 @@ from judges import (  # the targets and their judges, beside this script
     explain_summary,
     judge_deep,
     judge_deid,
+    judge_demo,
     judge_e2e,
     judge_features,
     judge_index,
@@ -283,6 +287,12 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         else []
     )  # fmt: skip
     listen_args = ["--single", "1", "--batches", "1"] if smoke else []
+    # Smoke: two patients through 01-03 (no model, so no external site); else the demo itself.
+    demo_args = (
+        ["--patients", "2", "--external-patients", "0", "--notebooks", "01_cohort,02_deid_audit,03_preprocessing"]
+        if smoke
+        else ["--patients", "120"]
+    )
     deep_args = (
         ["--synthetic", "24", "--repeats", "1", "--outer-folds", "3", "--inner-folds", "2", "--bootstrap", "100",
          "--epochs", "2", "--crop-size", "12"]
@@ -302,6 +312,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
         "deid": deid_args,
         "features": features_args,
         "e2e": e2e_args,
+        "demo": demo_args,
         "segment": segment_args,
         "listen": listen_args,
         "deep": deep_args,
@@ -342,6 +353,13 @@ def _target_benchmarks(sizes: dict[str, Any]) -> list[Benchmark]:
             "report only: wall time per notebook at the demo cohort and at a multiple of it",
             [Run("e2e", "bench_e2e.py", e2e_args)],
             judge_e2e,
+        ),
+        Benchmark(
+            "demo",
+            "Warm rerun (pacs-workbench demo)",
+            f"the demo run again with nothing changed <= {DEMO_WARM_S:.0f} s (cold and forced warm runs reported)",
+            [Run("demo", "bench_demo.py", sizes["demo"])],
+            judge_demo,
         ),
         Benchmark(
             "deid",

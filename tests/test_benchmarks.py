@@ -19,7 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 RUN_ALL = REPO / "benchmarks" / "run_all.py"
 BENCHMARKS = [
-    "index", "features", "e2e", "deid", "segment", "listen", "deep",
+    "index", "features", "e2e", "demo", "deid", "segment", "listen", "deep",
     "synth", "preprocess", "explain", "scaling", "pacs", "radmlbench",
 ]  # fmt: skip
 VERDICTS = {"PASS", "MISS", "REPORT", "SKIPPED"}
@@ -82,6 +82,11 @@ def test_verdicts_follow_the_reported_figures(smoke: dict[str, object]) -> None:
     assert [run["patients"] for run in e2e["runs"]] == [1, 2]
     assert all(run["ok"] for run in e2e["runs"])
     assert "01_cohort" in e2e["growth"]
+    demo = summary["benchmarks"]["demo"]
+    runs = demo["runs"][0]["figures"]["runs"]
+    assert runs["warm"]["executed"] == [] and len(runs["warm"]["reused"]) == 3  # nothing changed: nothing re-run
+    assert len(runs["cold"]["executed"]) == 3 and len(runs["forced warm"]["executed"]) == 3
+    assert demo["verdict"] == ("PASS" if runs["warm"]["wall_s"] <= 60 else "MISS")
     scaling = summary["benchmarks"]["scaling"]
     assert scaling["verdict"] == "REPORT"
     assert "growth exponent wall/CPU, 3 to 6 patients (Dask from 6)" in scaling["result"]
