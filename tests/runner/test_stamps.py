@@ -270,3 +270,23 @@ def test_the_pipeline_run_again_re_runs_nothing(tiny_run: dict[str, Any]) -> Non
     site = json.loads((tiny_run["reports"] / EXTERNAL_DIR / "run.json").read_text())
     assert [nb["name"] for nb in site["notebooks"] if not nb["reused_from"]] == []
     assert site["up_to_date_check_s"] < 30
+
+
+def test_force_reaches_the_runner_from_the_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pacs_workbench import runner as package
+    from pacs_workbench.cli import main
+
+    seen: list[tuple[str, bool]] = []
+
+    def fake(name: str) -> Any:
+        def call(*_: Any, **kwargs: Any) -> RunResult:
+            seen.append((name, kwargs["force"]))
+            return RunResult("r", tmp_path, tmp_path / "index.html")
+
+        return call
+
+    monkeypatch.setattr(package, "run_notebooks", fake("run"))
+    monkeypatch.setattr(package, "run_demo", fake("demo"))
+    for argv in (["run", "--out", str(tmp_path)], ["run", "--force"], ["demo"], ["demo", "--force"]):
+        assert main(argv) == 0
+    assert seen == [("run", False), ("run", True), ("demo", False), ("demo", True)]
