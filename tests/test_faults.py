@@ -323,8 +323,9 @@ def _run_outcome(out: Path) -> dict[str, Any]:
 
 
 REPORT_FILES = sorted(
-    [".run.lock", "01_make.html", "01_make.ipynb", "02_report.html", "02_report.ipynb", "index.html", "run.json"]
-)
+    [".run.lock", "01_make.html", "01_make.ipynb", "02_report.html", "02_report.ipynb", "index.html", "run.json",
+     "stamps.json"]  # the up-to-date records (pacs_workbench.runner.stamps)
+)  # fmt: skip
 
 
 def test_killed_notebook_runs_rerun_to_the_same_reports(small_run: dict[str, Any], tmp_path: Path) -> None:
