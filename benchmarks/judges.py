@@ -62,6 +62,20 @@ class Verdict:
 
 
 
+@dataclass
+class Benchmark:
+    """A benchmark: its runs, its target and how to judge the runs against it."""
+
+    name: str
+    title: str
+    target: str
+    runs: list[Run]
+    judge: Callable[[list[Run]], Verdict]
+    requires: Callable[[], str] | None = None  # returns why it cannot run here, or ""
+    verdict: Verdict | None = None
+    plot: str | None = None  # a PNG beside RESULTS.md (plots.py), when a curve says more
+
+
 def incomplete(runs: list[Run]) -> Verdict | None:
     """An ERROR verdict when a run failed or left no figures, else None."""
     for run in runs:

@@ -49,7 +49,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -58,7 +57,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,6 +76,7 @@ from judges import (  # the targets and their judges, beside this script
     SEGMENT_COLD_S,
     SEGMENT_DICE,
     SEGMENT_INFERENCE_S,
+    Benchmark,
     Run,
     Verdict,
     explain_summary,
@@ -96,6 +95,7 @@ from judges import (  # the targets and their judges, beside this script
     scaling_summary,
     synth_summary,
 )
+from results_page import describe_machine, render  # RESULTS.md, beside this script
 
 from pacs_workbench.core.files import write_json_atomic, write_text_atomic
 from pacs_workbench.runner.pages import git_commit
@@ -108,27 +108,9 @@ DEFAULT_REFERENCE = REPO.parent / "shared" / "reference"
 
 # A few small radMLBench datasets by default (the full set takes about 20 minutes).
 RADML_DEFAULT = "Ahn2021,HNSCC,LNDb,Song2020"
-PACKAGES = [
-    "pydicom", "highdicom", "pynetdicom", "pyradiomics", "SimpleITK", "numpy", "pandas", "pyarrow", "duckdb",
-    "scikit-learn", "lightgbm", "shap", "dask", "distributed", "papermill", "rapidocr-onnxruntime", "dicognito",
-]  # fmt: skip
 
 
 # --- runs ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Benchmark:
-    """A benchmark: its runs, its target and how to judge the runs against it."""
-
-    name: str
-    title: str
-    target: str
-    runs: list[Run]
-    judge: Callable[[list[Run]], Verdict]
-    requires: Callable[[], str] | None = None  # returns why it cannot run here, or ""
-    verdict: Verdict | None = None
-    plot: str | None = None  # a PNG beside RESULTS.md (plots.py), when a curve says more
 
 
 def _pump(stream: IO[bytes], sink: IO[bytes] | None, chunks: list[bytes]) -> None:
@@ -458,113 +440,6 @@ def _radml_benchmark(sizes: dict[str, Any], env: dict[str, str]) -> Benchmark:
         judge_radml,
         _needs_reference(env),
     )
-
-
-# --- RESULTS.md ---------------------------------------------------------------------------------
-
-
-def describe_machine() -> dict[str, str]:
-    """CPU model, cores, memory, OS, Python and key package versions, read from this machine."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = "unknown"
-    with open("/proc/meminfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("MemTotal:"):
-                memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-                break
-    system = platform.platform()
-    try:
-        release = platform.freedesktop_os_release()
-        system = f"{release.get('PRETTY_NAME', release.get('NAME', ''))}, Linux {platform.release()}"
-    except OSError:
-        pass
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    return {
-        "CPU": cpu,
-        "Cores": f"{os.cpu_count()} logical, {len(os.sched_getaffinity(0))} usable by this process",
-        "Memory": memory,
-        "OS": system,
-        "Python": f"{platform.python_version()} ({platform.python_implementation()})",
-        "Packages": ", ".join(versions),
-    }
-
-
-def _duration(runs: list[Run]) -> str:
-    seconds = sum(run.seconds for run in runs)
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def _load(values: tuple[float, float, float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in values)
-
-
-def render(
-    benchmarks: list[Benchmark], context: dict[str, Any], machine: dict[str, str], *, smoke: bool
-) -> str:
-    """RESULTS.md: machine, conditions, summary table, then each benchmark's table verbatim."""
-    lines = [
-        "# Benchmark results",
-        "",
-        "Written by `benchmarks/run_all.py` (`make bench`). Every figure below comes from the benchmark scripts' "
-        "output in this run; the PASS/MISS lines are computed from the figures the scripts report.",
-        "",
-    ]
-    if smoke:
-        lines += ["**Smoke run: tiny sizes that prove the scripts run; the figures mean nothing.**", ""]
-    lines += [
-        f"- Date: {context['started']} to {context['ended']} (UTC); total {context['seconds'] / 60:.1f} min",
-        f"- Commit: `{context['commit']}`",
-        f"- Load average (1 / 5 / 15 min): {_load(context['load_start'])} at start, "
-        f"{_load(context['load_end'])} at end, on {os.cpu_count()} cores. The machine is shared: wall-clock "
-        "ratios suffer when other work runs; the tables also give CPU seconds where the script measures them.",
-        f"- Reference data: {context['reference'] or 'not set (PACS_WORKBENCH_REFERENCE)'}",
-        "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in machine.items()],
-        "",
-        "## Summary",
-        "",
-        "| benchmark | target | result | verdict | runtime |",
-        "|---|---|---|---|---|",
-    ]
-    for bench in benchmarks:
-        verdict = bench.verdict or Verdict("SKIPPED", "not run")
-        cells = [bench.title, bench.target, verdict.result, f"**{verdict.status}**", _duration(bench.runs)]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    for bench in benchmarks:
-        verdict = bench.verdict or Verdict("SKIPPED", "not run")
-        lines += ["", f"## {bench.title}", "", f"Target: {bench.target}.", ""]
-        for run in bench.runs:
-            if run.returncode is None:
-                continue
-            lines += [
-                f"`{run.command}` ({_duration([run])}, exit code {run.returncode})",
-                "",
-                "```",
-                run.stdout.rstrip() or "(no output)",
-                "```",
-                "",
-            ]
-        if bench.plot:
-            lines += [f"![{bench.title}]({bench.plot})", ""]
-        lines.append(f"**{verdict.status}**: {verdict.result}")
-        if verdict.details:
-            lines.append("")
-            lines += [detail if detail.startswith("```") else f"- {detail}" for detail in verdict.details]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
