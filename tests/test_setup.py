@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 
@@ -71,6 +72,15 @@ def test_notebooks_are_committed_without_outputs() -> None:
             if cell.cell_type == "code":
                 assert not cell.outputs, f"{path.name} has stored outputs"
                 assert cell.execution_count is None, f"{path.name} has execution counts"
+
+
+def test_every_notebook_cell_has_an_id() -> None:
+    # nbformat 4.5 requires cell ids: a cell without one makes every run print a warning
+    # (a hard error in later nbformat versions)
+    for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        missing = [i for i, cell in enumerate(notebook["cells"]) if not cell.get("id")]
+        assert not missing, f"{path.name}: cells {missing} have no id"
 
 
 def test_notebooks_follow_conventions() -> None:
