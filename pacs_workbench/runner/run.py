@@ -62,6 +62,7 @@ from pacs_workbench.runner.stamps import (
     expand,
     notebook_stamp,
     run_context,
+    workbench_metadata,
 )
 
 CELL_TIMEOUT_S = 1800
@@ -95,11 +96,7 @@ def discover_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
 
 def run_by_command(path: Path) -> str | None:
     """The command that runs this notebook instead of ``pacs-workbench run`` (notebook metadata), if any."""
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    command = metadata.get("pacs_workbench", {}).get("run_by") if isinstance(metadata, dict) else None
+    command = workbench_metadata(path).get("run_by")
     return str(command) if command else None
 
 
@@ -202,8 +199,9 @@ def run_notebooks(
         for path in chosen:
             record = NotebookRun(name=path.stem)
             if all(earlier.status == "ok" for earlier in result.notebooks):
-                used_params[path.stem] = _declared_params(path, params, base)
-                record = _notebook_or_reuse(path, used_params[path.stem], base, out, kernel_name, checks)
+                defaults = notebook_defaults(path)
+                used_params[path.stem] = _declared_params(path.stem, defaults, params, base)
+                record = _notebook_or_reuse(path, used_params[path.stem], defaults, base, out, kernel_name, checks)
             result.notebooks.append(record)
         for step in followed_by:
             ready = all(earlier.status == "ok" for earlier in result.notebooks)
@@ -229,13 +227,19 @@ class _Checks:
 
 
 def _notebook_or_reuse(
-    path: Path, values: dict[str, Any], base: Path, out: Path, kernel_name: str, checks: _Checks
+    path: Path,
+    values: dict[str, Any],
+    defaults: dict[str, Any],
+    base: Path,
+    out: Path,
+    kernel_name: str,
+    checks: _Checks,
 ) -> NotebookRun:
     """Execute one notebook, unless it declares its inputs and outputs and is up to date."""
     declaration = Declaration.of_notebook(path)
     stamp, outputs = None, []
     if declaration is not None:
-        effective = {**_notebook_defaults(path), **values}
+        effective = {**defaults, **values}
         outputs = expand(declaration.outputs, effective, base)
         if not declaration.always_runs(effective):
             inputs = expand(declaration.inputs, effective, base)
@@ -273,8 +277,8 @@ def _reusable(name: str, stamp: str, outputs: list[Path], checks: _Checks) -> No
     return reused
 
 
-def _notebook_defaults(path: Path) -> dict[str, Any]:
-    """The notebook's parameters as its parameters cell sets them (literals; others as written)."""
+def notebook_defaults(path: Path) -> dict[str, Any]:
+    """Every parameter of the notebook as its parameters cell sets it (a literal's value; anything else as written)."""
     defaults = {}
     for name, spec in pm.inspect_notebook(str(path)).items():
         text = str(spec.get("default", ""))
@@ -343,10 +347,9 @@ def _provenance(
     }
 
 
-def _declared_params(path: Path, params: dict[str, Any], base: Path) -> dict[str, Any]:
+def _declared_params(stem: str, declared: dict[str, Any], params: dict[str, Any], base: Path) -> dict[str, Any]:
     """The notebook's parameters from the file (shared overlaid by its section), those it declares only."""
-    declared = pm.inspect_notebook(str(path))
-    values = _resolve_paths(notebook_params(params, path.stem), base)
+    values = _resolve_paths(notebook_params(params, stem), base)
     return {k: v for k, v in values.items() if k in declared}
 
 
@@ -498,12 +501,8 @@ def retarget_params(data_dir: Path, notebooks: Sequence[Path] | None = None) -> 
     params: dict[str, Any] = _retarget(load_params(DEFAULT_PARAMS), data_dir)
     for path in notebooks if notebooks is not None else discover_notebooks():
         section = params.setdefault(path.stem, {})
-        for name, spec in pm.inspect_notebook(str(path)).items():
+        for name, default in notebook_defaults(path).items():
             if name in section or name in params.get("shared", {}):
-                continue
-            try:
-                default = ast.literal_eval(str(spec.get("default", "")))
-            except (ValueError, SyntaxError):
                 continue
             if isinstance(default, str) and default.startswith(DEMO_PREFIX):
                 section[name] = _retarget(default, data_dir)

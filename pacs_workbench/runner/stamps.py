@@ -154,6 +154,16 @@ def _digest_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
+def workbench_metadata(path: Path) -> dict[str, Any]:
+    """The notebook's ``metadata.pacs_workbench`` (its declaration, ``run_by``); empty when it has none."""
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    own = metadata.get("pacs_workbench") if isinstance(metadata, dict) else None
+    return own if isinstance(own, dict) else {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Declaration:
     """What a notebook reads and writes, as templates over its parameters (its metadata)."""
@@ -165,12 +175,8 @@ class Declaration:
     @classmethod
     def of_notebook(cls, path: Path) -> Declaration | None:
         """The notebook's declaration, or ``None`` when it has none (it then always executes)."""
-        try:
-            metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
-        except (OSError, ValueError, AttributeError):
-            return None
-        own = metadata.get("pacs_workbench") if isinstance(metadata, dict) else None
-        if not isinstance(own, dict) or INPUTS_KEY not in own or OUTPUTS_KEY not in own:
+        own = workbench_metadata(path)
+        if INPUTS_KEY not in own or OUTPUTS_KEY not in own:
             return None
         return cls(
             tuple(own[INPUTS_KEY]), tuple(own[OUTPUTS_KEY]), tuple(own.get(ALWAYS_RUN_KEY, ()))
