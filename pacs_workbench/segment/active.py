@@ -26,6 +26,7 @@ import pandas as pd
 from pacs_workbench.core.files import names_a_file, write_atomic
 from pacs_workbench.segment.data import CaseVolume, SegmentationError, load_case, read_cases
 from pacs_workbench.segment.net import TrainConfig, dice, fit_unet, predict_probability
+from pacs_workbench.segment.reuse import add_case_voxels
 from pacs_workbench.segment.run import MIN_LESION_MM3, lesions_of, predict_lesions, uncertainty_score
 
 STRATEGIES = ("uncertainty", "random")
@@ -192,7 +193,6 @@ def run_simulation(
         curves = simulate_active_learning(pool, held_out, initial=2, step=2, rounds=rounds, seeds=range(seeds),
                                           config=config)  # fmt: skip
         if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(cached, lambda temp: curves.to_parquet(temp, index=False))
     curves.attrs.update(pool=len(pool), held_out=len(held_out))
     return curves
@@ -204,9 +204,7 @@ def simulation_key(pool: Sequence[CaseVolume], held_out: Sequence[CaseVolume], s
     for role, group in (("pool", pool), ("held_out", held_out)):
         for case in group:
             digest.update(f"{role}|{case.case_id}|{case.spacing}|{case.image.shape}|{case.image.dtype}".encode())
-            digest.update(np.ascontiguousarray(case.image).tobytes())
-            if case.reference is not None:
-                digest.update(np.ascontiguousarray(case.reference, dtype=np.uint8).tobytes())
+            add_case_voxels(digest, case)
     digest.update(json.dumps(settings, sort_keys=True, default=list).encode())
     return digest.hexdigest()
 

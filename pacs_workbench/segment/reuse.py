@@ -37,10 +37,15 @@ def case_key(row: pd.Series, case: CaseVolume, checkpoint_sha: str, patch: int, 
         "row": {k: row.get(k) for k in ("split", "labelled", "pseudo_patient_id", "SeriesInstanceUID", "mask")},
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
+    add_case_voxels(digest, case)
+    return digest.hexdigest()
+
+
+def add_case_voxels(digest: Any, case: CaseVolume) -> None:
+    """Feed a case's voxels and reference mask (when it has one) to a running hash."""
     digest.update(np.ascontiguousarray(case.image).tobytes())
     if case.reference is not None:
         digest.update(np.ascontiguousarray(case.reference, dtype=np.uint8).tobytes())
-    return digest.hexdigest()
 
 
 def cached_rows(out: Path, case_id: str, key: str) -> list[dict[str, Any]] | None:
@@ -61,9 +66,7 @@ def cached_rows(out: Path, case_id: str, key: str) -> list[dict[str, Any]] | Non
 
 def keep_rows(out: Path, case_id: str, key: str, rows: list[dict[str, Any]]) -> None:
     """Keep a case's rows under ``key`` for the next run."""
-    entry = out / CACHE_DIR / "cases" / f"{case_id}.json"
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(entry, json_ready({"key": key, "rows": rows}))
+    write_json_atomic(out / CACHE_DIR / "cases" / f"{case_id}.json", json_ready({"key": key, "rows": rows}))
 
 
 def seg_key(
@@ -91,6 +94,4 @@ def seg_is_current(out: Path, target: Path, key: str) -> bool:
 
 def mark_seg(out: Path, target: Path, key: str) -> None:
     """Record the key ``target`` was written from."""
-    marker = out / CACHE_DIR / "seg" / f"{target.name}.sha256"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(marker, key + "\n")
+    write_text_atomic(out / CACHE_DIR / "seg" / f"{target.name}.sha256", key + "\n")
