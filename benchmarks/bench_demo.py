@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bench_e2e import write_params  # the default parameters pointed at a folder, beside this script
 
-from pacs_workbench.runner import discover_notebooks, prepare_demo_data, retarget_params, run_notebooks
+from pacs_workbench.runner import discover_notebooks, prepare_demo_data, run_notebooks
 from pacs_workbench.runner.demo import EXTERNAL_DIR, external_validation_step
 
 WORK = Path(__file__).resolve().parent / "_work" / "demo"
@@ -42,17 +42,6 @@ SMALL = {
     "05_radiomics_model": {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100, "cnn_epochs": 2},
     "04_segmentation": {"iterations": 40, "active_learning_seeds": 1, "active_learning_rounds": 1},
 }
-
-
-def write_params(root: Path, notebooks: list[Path], *, small: bool) -> Path:
-    """The default parameters with their ``data/demo`` paths pointed at ``root/data`` (relative to ``root``)."""
-    params = retarget_params(Path("data"), notebooks)
-    if small:
-        for section, values in SMALL.items():
-            params.setdefault(section, {}).update(values)
-    target = root / "params.yaml"
-    target.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    return target
 
 
 def run_once(
@@ -137,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     root = WORK / f"patients_{args.patients}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    write_params(root, notebooks, small=args.patients < 60)
+    write_params(root / "params.yaml", Path("data"), notebooks, SMALL if args.patients < 60 else None)
     runs = {}
     for name in RUNS:
         print(f"demo: {name} run", file=sys.stderr, flush=True)

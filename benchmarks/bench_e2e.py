@@ -37,11 +37,13 @@ SYNTH_STEP = "synthetic extract + key"
 SMALL_MODEL = {"repeats": 1, "outer_folds": 3, "inner_folds": 2, "bootstrap": 100}
 
 
-def write_params(target: Path, data_dir: Path, notebooks: list[Path], *, small_model: bool) -> Path:
-    """The default parameter file with its ``data/demo`` paths pointed at ``data_dir``."""
+def write_params(
+    target: Path, data_dir: Path, notebooks: list[Path], overrides: dict[str, dict[str, Any]] | None = None
+) -> Path:
+    """The default parameters, ``data/demo`` paths pointed at ``data_dir``, sections overlaid by ``overrides``."""
     params = retarget_params(data_dir, notebooks)
-    if small_model:
-        params.setdefault("05_radiomics_model", {}).update(SMALL_MODEL)
+    for section, values in (overrides or {}).items():
+        params.setdefault(section, {}).update(values)
     target.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return target
 
@@ -52,7 +54,8 @@ def run_pipeline(patients: int, seed: int, notebooks: list[Path], *, small_model
     shutil.rmtree(root, ignore_errors=True)
     data_dir = root / "data"
     data_dir.mkdir(parents=True)
-    params_file = write_params(root / "params.yaml", data_dir, notebooks, small_model=small_model)
+    small = {"05_radiomics_model": SMALL_MODEL} if small_model else None
+    params_file = write_params(root / "params.yaml", data_dir, notebooks, small)
     print(f"e2e: {patients} patients into {root}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     prepare_demo_data(data_dir, patients=patients, seed=seed)
