@@ -4,14 +4,14 @@
 quiet for ``quiet_s`` seconds and puts them on a bounded queue served by ``workers`` threads.
 Each study's ``state.json`` goes ``receiving`` -> ``queued`` -> ``done`` or ``failed`` (with
 the reason), written atomically, so a restart queues again every study left ``receiving`` or
-``queued``. :meth:`Listener.stop` (wired to SIGTERM and SIGINT by :meth:`Listener.run`) stops
+``queued``; a study that received instances while it was scored goes back to ``receiving`` and is
+scored again, whole. :meth:`Listener.stop` (wired to SIGTERM and SIGINT by :meth:`Listener.run`) stops
 accepting, lets the studies in progress finish and returns. Logs carry the study pseudonym,
 the outcome and timings only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import signal
@@ -21,17 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pacs_workbench.core.files import write_json_atomic
-from pacs_workbench.deploy.listen_scp import STATE_FILE, StudyReceiver
+from pacs_workbench.deploy.listen_scp import StudyReceiver
 
 LOG = logging.getLogger("pacs_workbench.listen")
 #: A scorer takes a study folder and returns what it wrote; it raises ``ValueError`` with the reason.
 Scorer = Callable[[Path], dict[str, Any]]
-
-
-def _set_state(folder: Path, **state: Any) -> None:
-    current = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-    write_json_atomic(folder / STATE_FILE, current | state)
 
 
 class Listener:
@@ -63,25 +57,35 @@ class Listener:
             folder = self.queue.get()
             if folder is None:
                 return
-            token, started = folder.name, time.monotonic()
-            try:
-                written = self.scorer(folder)
-            except ValueError as exc:
-                _set_state(folder, status="failed", reason=str(exc))
-                LOG.warning("study %s not scored: %s (%.1f s)", token, exc, time.monotonic() - started)
-            except Exception as exc:  # a bug must not end the worker: the study is failed, the next one runs
-                _set_state(folder, status="failed", reason=f"internal error ({type(exc).__name__})")
-                LOG.error("study %s not scored: internal error (%s)", token, type(exc).__name__)
-            else:
-                _set_state(folder, status="done", written=written, scored_at=time.time())
-                LOG.info("study %s scored in %.1f s", token, time.monotonic() - started)
-                self.receiver.release(folder)
+            self._score(folder)
+
+    def _score(self, folder: Path) -> None:
+        """Score one study and settle the outcome, or leave it to be scored again if it grew meanwhile."""
+        token, started = folder.name, time.monotonic()
+        last_received = self.receiver.read_state(folder)["last_received"]
+        outcome: dict[str, Any]
+        try:
+            written = self.scorer(folder)
+        except ValueError as exc:
+            outcome, message = {"status": "failed", "reason": str(exc)}, f"not scored: {exc}"
+        except Exception as exc:  # a bug must not end the worker: the study is failed, the next one runs
+            outcome = {"status": "failed", "reason": f"internal error ({type(exc).__name__})"}
+            message = f"not scored: internal error ({type(exc).__name__})"
+        else:
+            outcome, message = {"status": "done", "written": written, "scored_at": time.time()}, ""
+        if not self.receiver.settle(folder, last_received, **outcome):
+            LOG.warning("study %s received instances while it was scored; it is scored again once complete", token)
+            return
+        if outcome["status"] == "done":
+            LOG.info("study %s scored in %.1f s", token, time.monotonic() - started)
+        else:
+            LOG.warning("study %s %s (%.1f s)", token, message, time.monotonic() - started)
 
     def poll(self) -> int:
         """Queue every complete study (blocking while the queue is full); returns how many."""
         studies = self._pending()
         for folder in studies:
-            _set_state(folder, status="queued")
+            self.receiver.update_state(folder, status="queued")
             self.queue.put(folder)
         return len(studies)
 

@@ -13,9 +13,12 @@
   pseudonym of (0020,000D) Study Instance UID, so several associations of one study land in one
   folder, and records the study's last arrival in ``incoming/<study>/state.json``.
 
-A study is complete once nothing arrived for ``quiet_s`` seconds (like Orthanc's StableAge):
-:meth:`StudyReceiver.complete_studies` lists them, from the state on disk, so a restart finds the
-studies received before it.
+A study is complete once nothing arrived for ``quiet_s`` seconds (like Orthanc's StableAge) and
+no association that sent some of it is still open: a sender that pauses, or a slow disk under one
+instance, must not get half a series scored. :meth:`StudyReceiver.complete_studies` lists them,
+from the state on disk, so a restart finds the studies received before it. Instances arriving
+while a study is scored put it back to ``receiving``: :meth:`StudyReceiver.settle` then keeps it,
+to be scored again with everything, rather than record an outcome for part of it.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class StudyReceiver:
         self._lock = threading.Lock()
         self._held = sum(p.stat().st_size for p in self.incoming.rglob("*.dcm"))
         self._server: Any = None
+        # The study tokens each open association has sent instances of, held until it closes.
+        self._sending: dict[Any, set[str]] = {}
 
     def study_token(self, study_uid: str) -> str:
         """The study's keyed pseudonym: its folder name and its name in logs."""
@@ -126,12 +131,17 @@ class StudyReceiver:
             if self._held + len(data) > self.max_bytes:
                 LOG.warning("study %s: instance refused, %d bytes held reach the bound", token, self._held)
                 return _OUT_OF_RESOURCES
+            self._sending.setdefault(event.assoc, set()).add(token)
             self._held += len(data)
             folder.mkdir(exist_ok=True)
             name = pseudonymize(self.key, sop, namespace="instance", length=16) + ".dcm"
             write_bytes_atomic(folder / name, data)
             write_json_atomic(folder / STATE_FILE, {"last_received": time.time(), "status": "receiving"})
         return 0x0000
+
+    def _on_closed(self, event: Any) -> None:
+        with self._lock:
+            self._sending.pop(event.assoc, None)
 
     def start(self, host: str = "127.0.0.1", port: int = 11112) -> None:
         """Start serving in a background thread."""
@@ -142,6 +152,7 @@ class StudyReceiver:
         for uid in STORAGE_CLASSES:
             ae.add_supported_context(uid)
         handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store)]
+        handlers += [(event, self._on_closed) for event in (evt.EVT_RELEASED, evt.EVT_ABORTED, evt.EVT_CONN_CLOSE)]
         self._server = ae.start_server((host, port), block=False, evt_handlers=handlers)
 
     def stop(self) -> None:
@@ -156,17 +167,46 @@ class StudyReceiver:
             yield state_file.parent, json.loads(state_file.read_text(encoding="utf-8"))
 
     def complete_studies(self, quiet_s: float, now: float | None = None) -> list[Path]:
-        """Folders of studies received but not scored whose last instance is ``quiet_s`` old."""
-        now = time.time() if now is None else now
-        return [
-            folder
-            for folder, state in self.study_states()
-            if state.get("status") == "receiving" and now - float(state["last_received"]) >= quiet_s
-        ]
+        """Folders of studies received but not scored whose last instance is ``quiet_s`` old.
 
-    def release(self, folder: Path) -> None:
-        """Forget a scored study's instances, freeing what it held."""
+        A study an open association has sent instances of is not complete, however quiet.
+        """
+        now = time.time() if now is None else now
         with self._lock:
-            for path in folder.glob("*.dcm"):
-                self._held -= path.stat().st_size
-                path.unlink()
+            sending = set().union(*self._sending.values())
+            return [
+                folder
+                for folder, state in self.study_states()
+                if state.get("status") == "receiving"
+                and folder.name not in sending
+                and now - float(state["last_received"]) >= quiet_s
+            ]
+
+    def read_state(self, folder: Path) -> dict[str, Any]:
+        """The study's ``state.json``."""
+        with self._lock:
+            return dict(json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
+
+    def update_state(self, folder: Path, **changes: Any) -> None:
+        """Merge ``changes`` into the study's ``state.json``, never between an instance and its state."""
+        with self._lock:
+            current = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+            write_json_atomic(folder / STATE_FILE, current | changes)
+
+    def settle(self, folder: Path, last_received: float, **outcome: Any) -> bool:
+        """Record a scoring's ``outcome``, unless instances arrived after ``last_received``.
+
+        A ``done`` study's instances are forgotten in the same step, so an instance arriving just
+        then is never deleted unscored. Returns ``False``, leaving the study ``receiving`` to be
+        scored again once complete, when the study changed while it was scored.
+        """
+        with self._lock:
+            current = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+            if current.get("last_received") != last_received:
+                return False
+            write_json_atomic(folder / STATE_FILE, current | outcome)
+            if outcome.get("status") == "done":
+                for path in folder.glob("*.dcm"):
+                    self._held -= path.stat().st_size
+                    path.unlink()
+            return True

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from tests.preprocess.fixtures import make_series, write
 
 KEY = b"k" * 32
 STORESCU = shutil.which("storescu")
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 pytestmark = pytest.mark.skipif(STORESCU is None, reason="dcmtk's storescu is not installed")
 
 
@@ -99,8 +102,6 @@ def test_results_reach_orthanc(protocol: str, study: list[Path], tmp_path: Path)
 
 
 def test_listener_scores_once_and_restart_picks_up_pending(study: list[Path], tmp_path: Path) -> None:
-    import threading
-
     from pacs_workbench.deploy.listen import Listener
 
     seen: list[int] = []
@@ -145,3 +146,60 @@ def test_a_queued_study_is_queued_once(tmp_path: Path) -> None:
     assert listener.poll() == 1
     assert listener.poll() == 0
     assert listener.queue.qsize() == 1
+
+
+def test_a_study_is_not_complete_while_its_association_is_open(study: list[Path], tmp_path: Path) -> None:
+    """However long a sender pauses inside its association, half a series is never handed to scoring."""
+    import pydicom
+    from pynetdicom import AE
+
+    receiver = StudyReceiver(tmp_path / "out", "LISTEN", ["MODALITY"], KEY)
+    port = _free_port()
+    receiver.start(port=port)
+    sender = AE(ae_title="MODALITY")
+    sender.add_requested_context(CT_IMAGE_STORAGE)
+    try:
+        assoc = sender.associate("127.0.0.1", port, ae_title="LISTEN")
+        assert assoc.is_established
+        assert assoc.send_c_store(pydicom.dcmread(study[0])).Status == 0x0000
+        assert receiver.complete_studies(quiet_s=0) == []  # quiet, but the sender has not said it is done
+        assoc.release()
+        folders = [p for p in (tmp_path / "out" / "incoming").iterdir() if p.is_dir()]
+        for _ in range(100):  # the release reaches the receiver's thread shortly after
+            if receiver.complete_studies(quiet_s=0):
+                break
+            threading.Event().wait(0.05)
+        assert receiver.complete_studies(quiet_s=0) == folders
+    finally:
+        receiver.stop()
+
+
+def test_instances_arriving_while_scored_get_the_study_scored_again_whole(study: list[Path], tmp_path: Path) -> None:
+    from pacs_workbench.deploy.listen import Listener
+
+    port = _free_port()
+    seen: list[int] = []
+
+    def scorer(folder: Path) -> dict[str, object]:
+        seen.append(len(list(folder.glob("*.dcm"))))
+        if len(seen) == 1:  # the rest of the study arrives while the first part is scored
+            assert _send(study[2:], "MODALITY", port).returncode == 0
+        return {"sr": "sr.dcm"}
+
+    out = tmp_path / "out"
+    listener = Listener(StudyReceiver(out, "LISTEN", ["MODALITY"], KEY), scorer, quiet_s=0.0)
+    thread = threading.Thread(target=listener.run, kwargs={"port": port, "interval_s": 0.05})
+    thread.start()
+    try:
+        threading.Event().wait(0.5)
+        assert _send(study[:2], "MODALITY", port).returncode == 0
+        for _ in range(400):
+            if len(seen) >= 2:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        listener.stop()
+        thread.join(timeout=30)
+    assert seen == [2, len(study)]
+    state = json.loads(next((out / "incoming").glob(f"*/{STATE_FILE}")).read_text(encoding="utf-8"))
+    assert state["status"] == "done" and not list((out / "incoming").rglob("*.dcm"))

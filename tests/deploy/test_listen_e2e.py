@@ -75,16 +75,29 @@ def start_listen(developed: dict[str, Any], out: Path, port: int, store_to: str)
     return process
 
 
-def wait_for_series(rest: str, modality: str, timeout: float = 300.0) -> str:
-    """The Orthanc id of the first instance of a ``modality`` series, once one is stored."""
+def listener_states(out: Path) -> list[dict[str, Any]]:
+    """The ``state.json`` of every study the listener holds under ``out``."""
+    return [json.loads(p.read_text()) for p in sorted((out / "incoming").glob("*/state.json"))]
+
+
+def wait_for_series(rest: str, modality: str, out: Path, timeout: float = 300.0) -> str:
+    """The Orthanc id of the first instance of a ``modality`` series, once one is stored.
+
+    Fails at once, with the listener's log, when a study the listener holds is ``failed``: the
+    series will never come, and the reason is what the failure should show.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = requests.post(f"{rest}/tools/find", json={"Level": "Series", "Query": {"Modality": modality}},
                               timeout=30).json()  # fmt: skip
         if found:
             return str(requests.get(f"{rest}/series/{found[0]}/instances", timeout=30).json()[0]["ID"])
+        failed = [s for s in listener_states(out) if s.get("status") == "failed"]
+        if failed:
+            break
         time.sleep(0.5)
-    raise AssertionError(f"no {modality} series reached Orthanc within {timeout:.0f} s")
+    log = (out.parent / "listen.log").read_text(errors="replace")[-3000:]
+    raise AssertionError(f"no {modality} series reached Orthanc; studies: {listener_states(out)}\n{log}")
 
 
 def predict_from_seg(developed: dict[str, Any], images: list[Path], seg: Path, work: Path) -> pd.DataFrame:
@@ -125,8 +138,8 @@ def test_listen_scores_a_study_into_orthanc(developed: dict[str, Any], tmp_path:
             refused = send(other, "INTRUDER", port)
             sent = send(images, "MODALITY", port)
             assert sent.returncode == 0, sent.stderr
-            sr_id = wait_for_series(server.rest_url, "SR")
-            seg_id = wait_for_series(server.rest_url, "SEG")
+            sr_id = wait_for_series(server.rest_url, "SR", out)
+            seg_id = wait_for_series(server.rest_url, "SEG", out)
             for name, orthanc_id in (("sr.dcm", sr_id), ("seg.dcm", seg_id)):
                 stored = requests.get(f"{server.rest_url}/instances/{orthanc_id}/file", timeout=30)
                 (tmp_path / name).write_bytes(stored.content)
