@@ -22,7 +22,10 @@ unchanged (see **pixels**). It reads what is in DST:
   boundaries, so a number is not "found" inside a 40-digit UID nor a name inside a
   random pseudonym. Inside Pixel Data and other bulk values, where short strings
   occur by chance, only terms of eight or more characters are searched; OCR covers
-  the pixels;
+  the pixels. A birth date found as the value of a date element is not a finding when
+  DST's log traces the file to its source files and none of them holds that date: it is
+  one of the file's own dates, shifted, landing on another patient's birth date by chance
+  (counted as ``date_coincidences``);
 * **pixels**: OCR (detection and recognition) of every image that could carry text
   (the same rules as de-identification); any text read is a finding. One record of the
   de-identification is used, when DST has its log: an image whose Pixel Data still has
@@ -39,6 +42,7 @@ a tag: never the PHI value itself (a file whose name leaks is reported without i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
@@ -114,10 +118,12 @@ def source_facts(path: str) -> dict[str, Any]:
 def _source_facts(path: str) -> dict[str, Any]:
     from pacs_workbench.deid.keyed import is_well_known_uid, patient_identity
 
+    data = Path(path).read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
     try:
-        ds = _read_header(Path(path).read_bytes())
+        ds = _read_header(data)
     except Exception:  # a source file that is not DICOM holds no header PHI
-        return {"terms": {}, "uids": [], "patient": None, "kept": []}
+        return {"terms": {}, "uids": [], "patient": None, "kept": [], "sha256": sha256, "dates": []}
     terms: dict[str, str] = {}
     for kind, value in iter_identifying_values(ds):
         if kind not in AUDIT_KINDS:
@@ -126,7 +132,9 @@ def _source_facts(path: str) -> dict[str, Any]:
             if usable_term(variant):
                 terms.setdefault(variant.strip(), kind)
     uids = sorted({u for u in _iter_uids(ds) if not is_well_known_uid(u)})
-    return {"terms": terms, "uids": uids, "patient": patient_identity(ds), "kept": _kept_values(ds)}
+    dates = sorted(term for term, kind in terms.items() if kind == "date")
+    return {"terms": terms, "uids": uids, "patient": patient_identity(ds), "kept": _kept_values(ds),
+            "sha256": sha256, "dates": dates}  # fmt: skip
 
 
 def _dictionary_keywords() -> list[str]:
@@ -248,13 +256,17 @@ def audit_folder(
     terms: dict[str, str] = phi_terms_from_list(phi_list) if phi_list is not None else {}
     source_uids: set[str] = set()
     source_patients: set[str] = set()
+    own_dates: dict[str, tuple[str, ...]] = {}
     if source is not None:
-        source_uids, source_patients = _add_source_facts(terms, Path(source), workers, scheduler, progress)
+        source_uids, source_patients, dates_by_sha = _add_source_facts(terms, Path(source), workers, scheduler,
+                                                                       progress)  # fmt: skip
+        own_dates = _own_dates(dst_path, dates_by_sha)
     names_matcher = build_matcher(terms)
     findings = _name_findings(names_matcher, dst_path)
     leaked_names = len(findings)
     verified = _verified_images(dst_path) if ocr and reuse_deid_ocr else {}
-    facts_all, counts = _audit_files(findings, dst_path, terms, ocr, verified, workers, scheduler, progress)
+    facts_all, counts = _audit_files(findings, dst_path, terms, ocr, (verified, own_dates), workers, scheduler,
+                                     progress)  # fmt: skip
     # withheld names: never echo a leaking path in another finding either
     if leaked_names:
         for f in findings:
@@ -277,6 +289,7 @@ def audit_folder(
         "n_findings": len(findings),
         "findings": findings[:MAX_LISTED_FINDINGS],
         "dangling_references": dangling,
+        "date_coincidences": counts["n_date_coincidences"],
         "checks": ["profile", "uids", "bytes", "file names", *(["ocr"] if ocr else []), "pseudonyms"],
         "ok": not findings,
     }
@@ -284,12 +297,17 @@ def audit_folder(
 
 def _add_source_facts(
     terms: dict[str, str], source: Path, workers: int | None, scheduler: str | None, progress: bool
-) -> tuple[set[str], set[str]]:
-    """Add the source headers' PHI terms to ``terms`` (minus kept values); return source UIDs and patients."""
+) -> tuple[set[str], set[str], dict[str, tuple[str, ...]]]:
+    """Add the source headers' PHI terms to ``terms`` (minus kept values).
+
+    Returns the source instance UIDs, the source patients and each source file's date terms
+    by the file's SHA-256.
+    """
     from pacs_workbench.deid.run import iter_input_files
 
     source_uids: set[str] = set()
     source_patients: set[str] = set()
+    dates_by_sha: dict[str, tuple[str, ...]] = {}
     kept: set[str] = set()
     paths = [str(p) for p in iter_input_files(source)]
     for facts in map_items(
@@ -305,6 +323,7 @@ def _add_source_facts(
             terms.setdefault(term, kind)
         kept.update(facts["kept"])
         source_uids.update(facts["uids"])
+        dates_by_sha[facts["sha256"]] = tuple(facts["dates"])
         if facts["patient"] is not None:
             # "" (a DICOM file without patient identity) is one more patient: such files
             # share one pseudonym
@@ -314,7 +333,7 @@ def _add_source_facts(
     kept.update(k.lower() for k in _dictionary_keywords())
     for term in [t for t in terms if t.strip().lower() in kept]:
         del terms[term]
-    return source_uids, source_patients
+    return source_uids, source_patients, dates_by_sha
 
 
 def _name_findings(names_matcher: PhiMatcher, dst: Path) -> list[dict[str, Any]]:
@@ -328,8 +347,8 @@ def _name_findings(names_matcher: PhiMatcher, dst: Path) -> list[dict[str, Any]]
     return findings
 
 
-def _verified_images(dst: Path) -> dict[str, str]:
-    """Output path -> Pixel Data SHA-256 the de-identification verified free of text (from its log)."""
+def _log_columns(dst: Path, columns: list[str]) -> dict[str, list[Any]]:
+    """``columns`` of DST's de-identification log; empty when there is none or it cannot be read."""
     from pacs_workbench.deid.run import LOG_NAME
 
     log = dst / LOG_NAME
@@ -338,14 +357,40 @@ def _verified_images(dst: Path) -> dict[str, str]:
     try:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(log, columns=["output", "pixel_verified_sha256"]).to_pydict()
-    except Exception:  # an old or unreadable log: every image is read
+        return dict(pq.read_table(log, columns=columns).to_pydict())
+    except Exception:  # an old or unreadable log: the audit trusts none of it
+        return {}
+
+
+def _verified_images(dst: Path) -> dict[str, str]:
+    """Output path -> Pixel Data SHA-256 the de-identification verified free of text (from its log)."""
+    table = _log_columns(dst, ["output", "pixel_verified_sha256"])
+    if not table:
         return {}
     return {
         str(out): str(sha)
         for out, sha in zip(table["output"], table["pixel_verified_sha256"], strict=True)
         if out and sha
     }
+
+
+def _own_dates(dst: Path, dates_by_sha: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Output path -> the date terms of the source files the log traces it to (every one found).
+
+    An output with any source not found in the source folder is left out: none of its date
+    findings can be shown to be a coincidence.
+    """
+    table = _log_columns(dst, ["output", "source_sha256"])
+    own: dict[str, set[str]] = defaultdict(set)
+    untraced: set[str] = set()
+    for out, sha in zip(table.get("output", []), table.get("source_sha256", []), strict=True):
+        if not out:
+            continue
+        if sha in dates_by_sha:
+            own[str(out)].update(dates_by_sha[sha])
+        else:
+            untraced.add(str(out))
+    return {out: tuple(sorted(dates)) for out, dates in own.items() if out not in untraced}
 
 
 def batch_size(n_files: int) -> int:
@@ -362,20 +407,25 @@ def _audit_files(
     dst: Path,
     terms: dict[str, str],
     ocr: bool,
-    verified: dict[str, str],
+    from_log: tuple[dict[str, str], dict[str, tuple[str, ...]]],
     workers: int | None,
     scheduler: str | None,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """Audit every file of DST in batches: findings added to ``findings``; per-file facts and counts."""
+    """Audit every file of DST in batches: findings added to ``findings``; per-file facts and counts.
+
+    ``from_log`` holds what DST's log says per output: the verified pixel hashes and the own dates.
+    """
     files = list_files(dst)
     term_items = tuple(sorted(terms.items()))
+    verified, own_dates = from_log
     batches = []
     size = batch_size(len(files))
     for i in range(0, len(files), size):
         relpaths = tuple(files[i : i + size])
         known = tuple((r, verified[r]) for r in relpaths if r in verified)
-        batches.append(AuditTask(str(dst.resolve()), relpaths, term_items, ocr, known))
+        dates = tuple((r, own_dates[r]) for r in relpaths if r in own_dates)
+        batches.append(AuditTask(str(dst.resolve()), relpaths, term_items, ocr, known, dates))
     facts_all: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     for result in map_items(
@@ -389,7 +439,7 @@ def _audit_files(
     ):
         findings.extend(result["findings"])
         facts_all.extend(result["facts"])
-        for name in ("n_dicom", "n_other", "n_ocr", "n_ocr_reused"):
+        for name in ("n_dicom", "n_other", "n_ocr", "n_ocr_reused", "n_date_coincidences"):
             counts[name] += result[name]
     return facts_all, counts
 

@@ -44,6 +44,9 @@ class AuditTask:
     #: ``(relpath, Pixel Data SHA-256)`` of images the de-identification's last OCR check found
     #: free of text: the audit reads such an image again only when its pixels changed.
     verified: tuple[tuple[str, str], ...] = ()
+    #: ``(relpath, date terms of its own source files)`` for the files the de-identification's
+    #: log traces to a source: see :func:`shifted_date_coincidence`.
+    own_dates: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass
@@ -158,14 +161,33 @@ def element_texts(value: Any) -> list[str]:
         return [str(value)]
 
 
-def _locate(ds: Any, offset: int) -> str | None:
+def _element_at(ds: Any, offset: int) -> Any:
+    """The top-level tag whose element is the last to start at or before ``offset`` (``None``: none)."""
     best = None
     for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
-        tell = getattr(raw, "value_tell", None)
+        tell = getattr(ds.get_item(tag), "value_tell", None)
         if tell is not None and tell <= offset:
             best = tag
-    return tag_label(best) if best is not None else None
+    return best
+
+
+def shifted_date_coincidence(ds: Any, tag: Any, offset: int, own_dates: tuple[str, ...]) -> bool:
+    """Whether a date term found at ``offset`` is a date that only equals someone else's birth date.
+
+    A date element's value at that offset that holds none of the dates of the file's own source
+    files was shifted from one of them: with thousands of patients a shifted study date lands
+    on another patient's (0010,0030) Patient's Birth Date by chance. A date term in any other
+    element, or in a date element holding one of the file's own source dates, stays a finding.
+    ``tag`` is the top-level element at ``offset`` (:func:`_element_at`); its raw value is read
+    without converting the element, which would lose the offsets later findings are located by.
+    """
+    raw = ds.get_item(tag) if tag is not None else None
+    if raw is None or getattr(raw, "VR", None) not in ("DA", "DT") or not isinstance(raw.value, bytes):
+        return False
+    if getattr(raw, "value_tell", None) is None or offset >= int(raw.value_tell) + int(raw.length):
+        return False
+    values = raw.value.decode("latin-1").split("\\")
+    return not any(date in value for value in values for date in own_dates)
 
 
 def _ocr_findings(ds: Any, relpath: str, verified_sha256: str | None = None) -> tuple[list[dict[str, Any]], str]:
@@ -214,8 +236,9 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
     matcher = matcher_for(task.terms)
     findings: list[dict[str, Any]] = []
     facts: list[FileFacts] = []
-    n_dicom = n_other = n_ocr = n_reused = 0
+    n_dicom = n_other = n_ocr = n_reused = n_coincidences = 0
     verified = dict(task.verified)
+    own_dates = dict(task.own_dates)
     root = Path(task.root)
     for relpath in task.relpaths:
         try:
@@ -229,8 +252,13 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
                 ds = read_dicom(data)
             except Exception:  # a .dcm in DST that is not DICOM is itself a finding
                 findings.append(finding(relpath, "not_dicom"))
-        for offset, _kind in search_file(matcher, data, ds):
-            findings.append(finding(relpath, "phi_bytes", _locate(ds, offset) if ds is not None else None))
+        for offset, kind in search_file(matcher, data, ds):
+            tag = _element_at(ds, offset) if ds is not None else None
+            own = own_dates.get(relpath) if kind == "date" else None
+            if own is not None and shifted_date_coincidence(ds, tag, offset, own):
+                n_coincidences += 1
+                continue
+            findings.append(finding(relpath, "phi_bytes", tag_label(tag) if tag is not None else None))
         if ds is None:
             n_other += 1
             continue
@@ -273,4 +301,5 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
         "n_other": n_other,
         "n_ocr": n_ocr,
         "n_ocr_reused": n_reused,
+        "n_date_coincidences": n_coincidences,
     }

@@ -151,6 +151,10 @@ def audit_table(summary: dict[str, Any]) -> pd.DataFrame:
         },
         {"measure": "known PHI search terms", "value": summary["phi_terms"]},
         {"measure": "dangling references", "value": summary["dangling_references"]},
+        {
+            "measure": "shifted dates equal to another patient's birth date (not findings)",
+            "value": summary.get("date_coincidences", 0),
+        },
         {"measure": "findings", "value": summary["n_findings"]},
     ]
     rows += [{"measure": f"findings: {k}", "value": v} for k, v in summary["findings_by_category"].items()]

@@ -106,3 +106,45 @@ def test_audit_tasks_stay_few_as_the_cohort_grows() -> None:
     assert batch_size(8_260) == 8_260 // 64
     assert batch_size(87_664) == MAX_BATCH
     assert -(-87_664 // batch_size(87_664)) <= 86
+
+
+def test_a_shifted_date_on_another_patients_birth_date_is_not_a_leak(tmp_path: Path) -> None:
+    """Bob's study date, shifted by his keyed offset, lands on Alice's birth date: a coincidence.
+
+    It stays a finding when the log cannot trace the file to its source, and a date element
+    holding one of the file's own source dates is a finding whatever the log says.
+    """
+    from pacs_workbench.core.pseudonym import load_key
+    from pacs_workbench.deid.keyed import date_offset_days, shift_date
+    from tests.deid.fixtures import BOB, StudySpec, make_ct_series
+
+    key_file = generate_key(tmp_path / "project.key")
+    bob_date = shift_date(ALICE.birth, -date_offset_days(load_key(key_file), BOB.mrn))
+    assert bob_date is not None
+    src = tmp_path / "src"
+    for i, spec in enumerate((StudySpec(ALICE, "20240105", "ACC0001"), StudySpec(BOB, bob_date, "ACC0002"))):
+        for j, ds in enumerate(make_ct_series(spec, n=1)):
+            (src / str(i)).mkdir(parents=True, exist_ok=True)
+            ds.save_as(src / str(i) / f"{j}.dcm", enforce_file_format=True)
+    dst = tmp_path / "dst"
+    deidentify_folder(src, dst, key_file=key_file, progress=False)
+    bob_out = next(p for p in dst.rglob("*.dcm") if pydicom.dcmread(p).StudyDate == ALICE.birth)
+
+    found = audit_folder(dst, source=src, ocr=False, progress=False)
+    assert found["ok"], found["findings"]
+    assert found["date_coincidences"] >= 1
+    # without the log nothing traces the file to its source: the date is a finding
+    untraced = tmp_path / "untraced"
+    shutil.copytree(dst, untraced)
+    (untraced / "deid_log.parquet").unlink()
+    found = audit_folder(untraced, source=src, ocr=False, progress=False)
+    assert found["findings_by_category"].get("phi_bytes", 0) >= 1 and found["date_coincidences"] == 0
+    # Bob's own birth date in a date element is his, unshifted: a finding
+    leaky = tmp_path / "leaky"
+    shutil.copytree(dst, leaky)
+    target = leaky / bob_out.relative_to(dst)
+    ds = pydicom.dcmread(target)
+    ds.AcquisitionDate = BOB.birth
+    ds.save_as(target)
+    found = audit_folder(leaky, source=src, ocr=False, progress=False)
+    assert [f["tag"][:11] for f in found["findings"] if f["category"] == "phi_bytes"] == ["(0008,0022)"]
