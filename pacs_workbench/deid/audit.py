@@ -22,10 +22,10 @@ unchanged (see **pixels**). It reads what is in DST:
   boundaries, so a number is not "found" inside a 40-digit UID nor a name inside a
   random pseudonym. Inside Pixel Data and other bulk values, where short strings
   occur by chance, only terms of eight or more characters are searched; OCR covers
-  the pixels. A birth date found as the value of a date element is not a finding when
-  DST's log traces the file to its source files and none of them holds that date: it is
-  one of the file's own dates, shifted, landing on another patient's birth date by chance
-  (counted as ``date_coincidences``);
+  the pixels. A term found as the value of a top-level date element is not a finding
+  when DST's log traces the file to its source files and none of them holds that date
+  anywhere: the value is one of the file's own dates, shifted, that lands on another
+  patient's birth date (or a number of theirs) by chance (counted as ``date_coincidences``);
 * **pixels**: OCR (detection and recognition) of every image that could carry text
   (the same rules as de-identification); any text read is a finding. One record of the
   de-identification is used, when DST has its log: an image whose Pixel Data still has
@@ -87,7 +87,8 @@ def _read_header(data: bytes) -> Any:
             return ds
 
 
-def _iter_uids(ds: Any) -> Iterator[str]:
+def _iter_values(ds: Any, vrs: frozenset[str]) -> Iterator[str]:
+    """The texts of every element with a VR in ``vrs``, at any depth."""
     from pydicom.datadict import dictionary_VR
 
     for tag in list(ds.keys()):
@@ -100,10 +101,10 @@ def _iter_uids(ds: Any) -> Iterator[str]:
                 continue
         if vr == "SQ":
             for item in ds[tag].value or []:
-                yield from _iter_uids(item)
-        elif vr == "UI":
+                yield from _iter_values(item, vrs)
+        elif vr in vrs:
             for text in element_texts(ds[tag].value):
-                text = text.rstrip("\x00")
+                text = text.rstrip("\x00").strip()
                 if text:
                     yield text
 
@@ -131,10 +132,11 @@ def _source_facts(path: str) -> dict[str, Any]:
         for variant in [value, *phi_variants(value, kind, min_component=MIN_TERM)]:
             if usable_term(variant):
                 terms.setdefault(variant.strip(), kind)
-    uids = sorted({u for u in _iter_uids(ds) if not is_well_known_uid(u)})
-    dates = sorted(term for term, kind in terms.items() if kind == "date")
+    uids = sorted({u for u in _iter_values(ds, frozenset({"UI"})) if not is_well_known_uid(u)})
+    # every date the file holds (a DT by its date), and its birth date terms in every form
+    dates = {d[:8] for d in _iter_values(ds, frozenset({"DA", "DT"}))} | {t for t, k in terms.items() if k == "date"}
     return {"terms": terms, "uids": uids, "patient": patient_identity(ds), "kept": _kept_values(ds),
-            "sha256": sha256, "dates": dates}  # fmt: skip
+            "sha256": sha256, "dates": sorted(dates)}  # fmt: skip
 
 
 def _dictionary_keywords() -> list[str]:

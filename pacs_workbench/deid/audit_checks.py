@@ -172,12 +172,13 @@ def _element_at(ds: Any, offset: int) -> Any:
 
 
 def shifted_date_coincidence(ds: Any, tag: Any, offset: int, own_dates: tuple[str, ...]) -> bool:
-    """Whether a date term found at ``offset`` is a date that only equals someone else's birth date.
+    """Whether a PHI term found at ``offset`` is a shifted date that only equals someone else's.
 
-    A date element's value at that offset that holds none of the dates of the file's own source
-    files was shifted from one of them: with thousands of patients a shifted study date lands
-    on another patient's (0010,0030) Patient's Birth Date by chance. A date term in any other
-    element, or in a date element holding one of the file's own source dates, stays a finding.
+    A date element's value that is none of the dates the file's own source files hold (at any
+    depth, birth dates in every form) was changed from them, by the date shift: with thousands
+    of patients a shifted study date lands on another patient's (0010,0030) Patient's Birth
+    Date, or an 8-digit ID, by chance. A term in any other element, or in a date element
+    holding one of the file's own source dates, stays a finding.
     ``tag`` is the top-level element at ``offset`` (:func:`_element_at`); its raw value is read
     without converting the element, which would lose the offsets later findings are located by.
     """
@@ -252,9 +253,9 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
                 ds = read_dicom(data)
             except Exception:  # a .dcm in DST that is not DICOM is itself a finding
                 findings.append(finding(relpath, "not_dicom"))
-        for offset, kind in search_file(matcher, data, ds):
+        for offset, _kind in search_file(matcher, data, ds):
             tag = _element_at(ds, offset) if ds is not None else None
-            own = own_dates.get(relpath) if kind == "date" else None
+            own = own_dates.get(relpath)
             if own is not None and shifted_date_coincidence(ds, tag, offset, own):
                 n_coincidences += 1
                 continue

@@ -112,7 +112,7 @@ def test_a_shifted_date_on_another_patients_birth_date_is_not_a_leak(tmp_path: P
     """Bob's study date, shifted by his keyed offset, lands on Alice's birth date: a coincidence.
 
     It stays a finding when the log cannot trace the file to its source, and a date element
-    holding one of the file's own source dates is a finding whatever the log says.
+    holding one of the file's own source dates (unshifted) is a finding whatever the log says.
     """
     from pacs_workbench.core.pseudonym import load_key
     from pacs_workbench.deid.keyed import date_offset_days, shift_date
@@ -121,30 +121,34 @@ def test_a_shifted_date_on_another_patients_birth_date_is_not_a_leak(tmp_path: P
     key_file = generate_key(tmp_path / "project.key")
     bob_date = shift_date(ALICE.birth, -date_offset_days(load_key(key_file), BOB.mrn))
     assert bob_date is not None
-    src = tmp_path / "src"
-    for i, spec in enumerate((StudySpec(ALICE, "20240105", "ACC0001"), StudySpec(BOB, bob_date, "ACC0002"))):
-        for j, ds in enumerate(make_ct_series(spec, n=1)):
-            (src / str(i)).mkdir(parents=True, exist_ok=True)
-            ds.save_as(src / str(i) / f"{j}.dcm", enforce_file_format=True)
+    src, alice_date = tmp_path / "src", "20240105"
+    for i, spec in enumerate((StudySpec(ALICE, alice_date, "ACC0001"), StudySpec(BOB, bob_date, "ACC0002"))):
+        (src / str(i)).mkdir(parents=True)
+        make_ct_series(spec, n=1)[0].save_as(src / str(i) / "0.dcm", enforce_file_format=True)
+    phi_list = tmp_path / "phi.txt"
+    phi_list.write_text(f"{ALICE.birth}\n{alice_date}\n")  # listed terms count alike
     dst = tmp_path / "dst"
     deidentify_folder(src, dst, key_file=key_file, progress=False)
-    bob_out = next(p for p in dst.rglob("*.dcm") if pydicom.dcmread(p).StudyDate == ALICE.birth)
+    outputs = {pydicom.dcmread(p).StudyDate: p for p in dst.rglob("*.dcm")}
+    bob_out = outputs[ALICE.birth]
+    alice_out = next(p for d, p in outputs.items() if d != ALICE.birth)
 
-    found = audit_folder(dst, source=src, ocr=False, progress=False)
+    found = audit_folder(dst, source=src, phi_list=phi_list, ocr=False, progress=False)
     assert found["ok"], found["findings"]
     assert found["date_coincidences"] >= 1
     # without the log nothing traces the file to its source: the date is a finding
     untraced = tmp_path / "untraced"
     shutil.copytree(dst, untraced)
     (untraced / "deid_log.parquet").unlink()
-    found = audit_folder(untraced, source=src, ocr=False, progress=False)
+    found = audit_folder(untraced, source=src, phi_list=phi_list, ocr=False, progress=False)
     assert found["findings_by_category"].get("phi_bytes", 0) >= 1 and found["date_coincidences"] == 0
-    # Bob's own birth date in a date element is his, unshifted: a finding
+    # a file's own source dates, unshifted, are findings: Bob's birth date, Alice's study date
     leaky = tmp_path / "leaky"
     shutil.copytree(dst, leaky)
-    target = leaky / bob_out.relative_to(dst)
-    ds = pydicom.dcmread(target)
-    ds.AcquisitionDate = BOB.birth
-    ds.save_as(target)
-    found = audit_folder(leaky, source=src, ocr=False, progress=False)
-    assert [f["tag"][:11] for f in found["findings"] if f["category"] == "phi_bytes"] == ["(0008,0022)"]
+    for out, keyword, value in ((bob_out, "AcquisitionDate", BOB.birth), (alice_out, "StudyDate", alice_date)):
+        ds = pydicom.dcmread(leaky / out.relative_to(dst))
+        setattr(ds, keyword, value)
+        ds.save_as(leaky / out.relative_to(dst))
+    found = audit_folder(leaky, source=src, phi_list=phi_list, ocr=False, progress=False)
+    tags = sorted(f["tag"][:11] for f in found["findings"] if f["category"] == "phi_bytes")
+    assert tags == ["(0008,0020)", "(0008,0022)"]
