@@ -48,6 +48,7 @@ import os
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,21 +249,16 @@ def audit_folder(
         ``files_checked``, ``other_files_checked``, ``images_ocr_checked`` (read by OCR
         or verified by hash), ``images_ocr_reused`` (verified by hash),
         ``phi_terms``, ``findings_by_category``, ``findings`` (file, category, tag),
-        ``dangling_references``, ``ok``. Counts and pseudonymous paths only.
+        ``dangling_references``, ``date_coincidences``, ``ok``. Counts and pseudonymous paths only.
     """
-    from pacs_workbench.deid.keyed import is_well_known_uid
-
     dst_path = Path(dst)
     if not dst_path.is_dir():
         raise FileNotFoundError(f"not a folder: {dst_path}")
     terms: dict[str, str] = phi_terms_from_list(phi_list) if phi_list is not None else {}
-    source_uids: set[str] = set()
-    source_patients: set[str] = set()
-    own_dates: dict[str, tuple[str, ...]] = {}
+    sources = SourceFacts()
     if source is not None:
-        source_uids, source_patients, dates_by_sha = _add_source_facts(terms, Path(source), workers, scheduler,
-                                                                       progress)  # fmt: skip
-        own_dates = _own_dates(dst_path, dates_by_sha)
+        sources = _add_source_facts(terms, Path(source), workers, scheduler, progress)
+    own_dates = _own_dates(dst_path, sources.dates_by_sha) if source is not None else {}
     names_matcher = build_matcher(terms)
     findings = _name_findings(names_matcher, dst_path)
     leaked_names = len(findings)
@@ -275,9 +271,7 @@ def audit_folder(
             if names_matcher.find(str(f["file"]).encode("utf-8", "replace")):
                 f["file"] = "<name withheld>"
 
-    findings.extend(_consistency(facts_all, source_uids, source_patients))
-    sop_set = {f["sop"] for f in facts_all} | {f["study"] for f in facts_all} | {f["series"] for f in facts_all}
-    dangling = sum(1 for f in facts_all for r in f["references"] if r not in sop_set and not is_well_known_uid(r))
+    findings.extend(_consistency(facts_all, sources.uids, sources.patients))
     findings.sort(key=lambda f: (f["category"], f["file"], f["tag"] or ""))
     by_category = Counter(f["category"] for f in findings)
     return {
@@ -290,26 +284,41 @@ def audit_folder(
         "findings_by_category": dict(sorted(by_category.items())),
         "n_findings": len(findings),
         "findings": findings[:MAX_LISTED_FINDINGS],
-        "dangling_references": dangling,
+        "dangling_references": _dangling_references(facts_all),
         "date_coincidences": counts["n_date_coincidences"],
         "checks": ["profile", "uids", "bytes", "file names", *(["ocr"] if ocr else []), "pseudonyms"],
         "ok": not findings,
     }
 
 
+def _dangling_references(facts: list[dict[str, Any]]) -> int:
+    """How many references (SEG, RTSTRUCT) point to no instance, series or study in DST."""
+    from pacs_workbench.deid.keyed import is_well_known_uid
+
+    present = {f[level] for f in facts for level in ("sop", "study", "series")}
+    return sum(1 for f in facts for r in f["references"] if r not in present and not is_well_known_uid(r))
+
+
+@dataclass
+class SourceFacts:
+    """What the audit takes from the identified source folder (in memory only)."""
+
+    #: Instance UIDs, none of which may survive.
+    uids: set[str] = field(default_factory=set)
+    #: Patient identities (the count a pseudonym split is judged against).
+    patients: set[str] = field(default_factory=set)
+    #: Each source file's dates (:func:`source_facts`), by the file's SHA-256.
+    dates_by_sha: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 def _add_source_facts(
     terms: dict[str, str], source: Path, workers: int | None, scheduler: str | None, progress: bool
-) -> tuple[set[str], set[str], dict[str, tuple[str, ...]]]:
-    """Add the source headers' PHI terms to ``terms`` (minus kept values).
-
-    Returns the source instance UIDs, the source patients and each source file's date terms
-    by the file's SHA-256.
-    """
+) -> SourceFacts:
+    """Add the source headers' PHI terms to ``terms`` (minus kept values); the rest of their facts."""
     from pacs_workbench.deid.run import iter_input_files
 
-    source_uids: set[str] = set()
-    source_patients: set[str] = set()
-    dates_by_sha: dict[str, tuple[str, ...]] = {}
+    facts_out = SourceFacts()
+    source_uids, source_patients, dates_by_sha = facts_out.uids, facts_out.patients, facts_out.dates_by_sha
     kept: set[str] = set()
     paths = [str(p) for p in iter_input_files(source)]
     for facts in map_items(
@@ -335,7 +344,7 @@ def _add_source_facts(
     kept.update(k.lower() for k in _dictionary_keywords())
     for term in [t for t in terms if t.strip().lower() in kept]:
         del terms[term]
-    return source_uids, source_patients, dates_by_sha
+    return facts_out
 
 
 def _name_findings(names_matcher: PhiMatcher, dst: Path) -> list[dict[str, Any]]:
