@@ -90,6 +90,7 @@ class StudyReceiver:
         self._server: Any = None
         # The study tokens each open association has sent instances of, held until it closes.
         self._sending: dict[Any, set[str]] = {}
+        self._unreadable: set[str] = set()
 
     def study_token(self, study_uid: str) -> str:
         """The study's keyed pseudonym: its folder name and its name in logs."""
@@ -162,9 +163,23 @@ class StudyReceiver:
             self._server = None
 
     def study_states(self) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """Each study folder under ``incoming`` with its ``state.json``, in folder order."""
+        """Each study folder under ``incoming`` with its ``state.json``, in folder order.
+
+        A study whose ``state.json`` cannot be read (altered by hand, say) is left as it is and
+        logged once; it must not stop the others.
+        """
         for state_file in sorted(self.incoming.glob(f"*/{STATE_FILE}")):
-            yield state_file.parent, json.loads(state_file.read_text(encoding="utf-8"))
+            try:
+                state = json.loads(state_file.read_text(encoding="utf-8"))
+                if not isinstance(state, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as exc:
+                token = state_file.parent.name
+                if token not in self._unreadable:
+                    self._unreadable.add(token)
+                    LOG.error("study %s: state.json unreadable (%s); the study is left as it is", token, exc)
+                continue
+            yield state_file.parent, state
 
     def complete_studies(self, quiet_s: float, now: float | None = None) -> list[Path]:
         """Folders of studies received but not scored whose last instance is ``quiet_s`` old.

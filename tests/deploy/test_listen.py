@@ -203,3 +203,20 @@ def test_instances_arriving_while_scored_get_the_study_scored_again_whole(study:
     assert seen == [2, len(study)]
     state = json.loads(next((out / "incoming").glob(f"*/{STATE_FILE}")).read_text(encoding="utf-8"))
     assert state["status"] == "done" and not list((out / "incoming").rglob("*.dcm"))
+
+
+def test_an_unreadable_state_is_logged_once_and_the_other_studies_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pacs_workbench.deploy.listen import Listener
+
+    receiver = StudyReceiver(tmp_path / "out", "LISTEN", ["MODALITY"], KEY)
+    for name, state in (("broken", "{not json"), ("study", '{"status": "receiving", "last_received": 0}')):
+        (receiver.incoming / name).mkdir()
+        (receiver.incoming / name / STATE_FILE).write_text(state, encoding="utf-8")
+    listener = Listener(receiver, lambda _folder: {}, quiet_s=0.0)  # no workers started: the queue keeps it
+    with caplog.at_level("ERROR", logger="pacs_workbench.listen"):
+        assert listener.poll() == 1 and listener.poll() == 0
+    assert listener.queue.get_nowait().name == "study"
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith("study broken: state.json unreadable (")
