@@ -19,19 +19,19 @@ def add_listen(sub: argparse._SubParsersAction) -> None:
         "listen",
         help="score incoming studies with a model package: a DICOM C-STORE SCP writing a SEG and a TID 1500 SR",
         description=(
-            "Verify PACKAGE (DIR/package of `model`, with the segmentation stage's U-Net), then receive studies "
-            "as a DICOM C-STORE SCP on --host (127.0.0.1 unless told otherwise) and --port, from the calling AE "
-            "titles in --allow-ae only (and the peer addresses in --allow-peer, when given); every other "
-            "association is rejected with a logged reason and nothing it sent is kept. A study is complete when "
-            "nothing arrived for --quiet-seconds and no association that sent some of it is still open; it is "
-            "then scored on the series matching the package's cohort "
-            "criteria (volume with the package's preprocessing, lesions by the package's U-Net, features with its "
-            "radiomics parameters, risk and risk group as `predict` gives them) and DIR/results/<study>/ receives "
-            "a DICOM SEG of the lesions, a Comprehensive 3D SR (lesion volume and diameter, risk, risk group, "
-            "model id) and result.json; with --store-to both are sent to a PACS. A study that cannot be scored "
-            "gets a logged reason and no SR. Studies are pseudonymized with PACS_WORKBENCH_KEY_FILE's key, else "
-            "with DIR/listen.key (made on the first start). SIGTERM or Ctrl-C finishes the studies in progress and "
-            "exits 0; a restart scores what was received but not scored. Exits 2 when the package is refused."
+            "Verify PACKAGE (DIR/package of `model`, with the segmentation stage's U-Net), then receive studies as a "
+            "DICOM C-STORE SCP on --host (127.0.0.1 unless told otherwise) and --port, from the calling AE titles in "
+            "--allow-ae only (and the peer addresses in --allow-peer, when given); every other association is "
+            "rejected with a logged reason and nothing it sent is kept. A study is complete when nothing arrived for "
+            "--quiet-seconds and no association that sent some of it is still open; it is then scored on the series "
+            "matching the package's cohort criteria (volume with the package's preprocessing, lesions by the "
+            "package's U-Net, features with its radiomics parameters, risk and risk group as `predict` gives them) "
+            "and DIR/results/<study>/ receives a DICOM SEG of the lesions, a Comprehensive 3D SR (lesion volume and "
+            "diameter, risk, risk group, model id) and result.json; with --store-to both are sent to a PACS. A study "
+            "that cannot be scored gets a logged reason and no SR. Studies are pseudonymized with "
+            "PACS_WORKBENCH_KEY_FILE's key, else with DIR/listen.key (made on the first start). SIGTERM or Ctrl-C "
+            "finishes the studies in progress and exits 0; a restart scores what was received but not scored. "
+            "Exits 2 when the package is refused."
         ),
     )
     p.add_argument("--package", type=Path, required=True, help="model package folder (model/package)")

@@ -4,9 +4,9 @@
 quiet for ``quiet_s`` seconds and puts them on a bounded queue served by ``workers`` threads.
 Each study's ``state.json`` goes ``receiving`` -> ``queued`` -> ``done`` or ``failed`` (with
 the reason), written atomically, so a restart queues again every study left ``receiving`` or
-``queued``; a study that received instances while it was scored goes back to ``receiving`` and is
-scored again, whole. :meth:`Listener.stop` (wired to SIGTERM and SIGINT by :meth:`Listener.run`) stops
-accepting, lets the studies in progress finish and returns. Logs carry the study pseudonym,
+``queued``; a study that received instances while it was scored goes back to ``receiving`` and
+is scored again, whole. :meth:`Listener.stop` (wired to SIGTERM and SIGINT by
+:meth:`Listener.run`) stops accepting, lets the studies in progress finish and returns. Logs carry the study pseudonym,
 the outcome and timings only.
 """
 
@@ -63,23 +63,20 @@ class Listener:
         """Score one study and settle the outcome, or leave it to be scored again if it grew meanwhile."""
         token, started = folder.name, time.monotonic()
         last_received = self.receiver.read_state(folder)["last_received"]
+        level = logging.WARNING
         outcome: dict[str, Any]
         try:
-            written = self.scorer(folder)
+            outcome = {"status": "done", "written": self.scorer(folder), "scored_at": time.time()}
         except ValueError as exc:
-            outcome, message = {"status": "failed", "reason": str(exc)}, f"not scored: {exc}"
+            outcome = {"status": "failed", "reason": str(exc)}
         except Exception as exc:  # a bug must not end the worker: the study is failed, the next one runs
-            outcome = {"status": "failed", "reason": f"internal error ({type(exc).__name__})"}
-            message = f"not scored: internal error ({type(exc).__name__})"
-        else:
-            outcome, message = {"status": "done", "written": written, "scored_at": time.time()}, ""
+            outcome, level = {"status": "failed", "reason": f"internal error ({type(exc).__name__})"}, logging.ERROR
         if not self.receiver.settle(folder, last_received, **outcome):
             LOG.warning("study %s received instances while it was scored; it is scored again once complete", token)
-            return
-        if outcome["status"] == "done":
+        elif outcome["status"] == "done":
             LOG.info("study %s scored in %.1f s", token, time.monotonic() - started)
         else:
-            LOG.warning("study %s %s (%.1f s)", token, message, time.monotonic() - started)
+            LOG.log(level, "study %s not scored: %s (%.1f s)", token, outcome["reason"], time.monotonic() - started)
 
     def poll(self) -> int:
         """Queue every complete study (blocking while the queue is full); returns how many."""

@@ -49,6 +49,14 @@ _OUT_OF_RESOURCES = 0xA700
 _CANNOT_UNDERSTAND = 0xC000
 
 
+def _load_state(folder: Path) -> dict[str, Any]:
+    """A study folder's ``state.json``; raises ``OSError`` or ``ValueError`` when it cannot be read."""
+    state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    if not isinstance(state, dict):
+        raise ValueError("not a JSON object")
+    return state
+
+
 class StudyReceiver:
     """A C-STORE SCP collecting studies under ``out/incoming``.
 
@@ -170,9 +178,7 @@ class StudyReceiver:
         """
         for state_file in sorted(self.incoming.glob(f"*/{STATE_FILE}")):
             try:
-                state = json.loads(state_file.read_text(encoding="utf-8"))
-                if not isinstance(state, dict):
-                    raise ValueError("not a JSON object")
+                state = _load_state(state_file.parent)
             except (OSError, ValueError) as exc:
                 token = state_file.parent.name
                 if token not in self._unreadable:
@@ -200,13 +206,12 @@ class StudyReceiver:
     def read_state(self, folder: Path) -> dict[str, Any]:
         """The study's ``state.json``."""
         with self._lock:
-            return dict(json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
+            return _load_state(folder)
 
     def update_state(self, folder: Path, **changes: Any) -> None:
         """Merge ``changes`` into the study's ``state.json``, never between an instance and its state."""
         with self._lock:
-            current = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-            write_json_atomic(folder / STATE_FILE, current | changes)
+            write_json_atomic(folder / STATE_FILE, _load_state(folder) | changes)
 
     def settle(self, folder: Path, last_received: float, **outcome: Any) -> bool:
         """Record a scoring's ``outcome``, unless instances arrived after ``last_received``.
@@ -216,7 +221,7 @@ class StudyReceiver:
         scored again once complete, when the study changed while it was scored.
         """
         with self._lock:
-            current = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+            current = _load_state(folder)
             if current.get("last_received") != last_received:
                 return False
             write_json_atomic(folder / STATE_FILE, current | outcome)

@@ -92,8 +92,7 @@ def wait_for_series(rest: str, modality: str, out: Path, timeout: float = 300.0)
                               timeout=30).json()  # fmt: skip
         if found:
             return str(requests.get(f"{rest}/series/{found[0]}/instances", timeout=30).json()[0]["ID"])
-        failed = [s for s in listener_states(out) if s.get("status") == "failed"]
-        if failed:
+        if any(s.get("status") == "failed" for s in listener_states(out)):
             break
         time.sleep(0.5)
     log = (out.parent / "listen.log").read_text(errors="replace")[-3000:]
