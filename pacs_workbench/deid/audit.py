@@ -258,13 +258,15 @@ def audit_folder(
     sources = SourceFacts()
     if source is not None:
         sources = _add_source_facts(terms, Path(source), workers, scheduler, progress)
-    own_dates = _own_dates(dst_path, sources.dates_by_sha) if source is not None else {}
+    log = _log_columns(dst_path, ["output", "pixel_verified_sha256", "source_sha256"])
     names_matcher = build_matcher(terms)
     findings = _name_findings(names_matcher, dst_path)
     leaked_names = len(findings)
-    verified = _verified_images(dst_path) if ocr and reuse_deid_ocr else {}
-    facts_all, counts = _audit_files(findings, dst_path, terms, ocr, (verified, own_dates), workers, scheduler,
-                                     progress)  # fmt: skip
+    facts_all, counts = _audit_files(
+        findings, dst_path, terms, ocr, workers, scheduler, progress,
+        verified=_verified_images(log) if ocr and reuse_deid_ocr else {},
+        own_dates=_own_dates(log, sources.dates_by_sha) if source is not None else {},
+    )  # fmt: skip
     # withheld names: never echo a leaking path in another finding either
     if leaked_names:
         for f in findings:
@@ -317,8 +319,7 @@ def _add_source_facts(
     """Add the source headers' PHI terms to ``terms`` (minus kept values); the rest of their facts."""
     from pacs_workbench.deid.run import iter_input_files
 
-    facts_out = SourceFacts()
-    source_uids, source_patients, dates_by_sha = facts_out.uids, facts_out.patients, facts_out.dates_by_sha
+    out = SourceFacts()
     kept: set[str] = set()
     paths = [str(p) for p in iter_input_files(source)]
     for facts in map_items(
@@ -333,18 +334,18 @@ def _add_source_facts(
         for term, kind in facts["terms"].items():
             terms.setdefault(term, kind)
         kept.update(facts["kept"])
-        source_uids.update(facts["uids"])
-        dates_by_sha[facts["sha256"]] = tuple(facts["dates"])
+        out.uids.update(facts["uids"])
+        out.dates_by_sha[facts["sha256"]] = tuple(facts["dates"])
         if facts["patient"] is not None:
             # "" (a DICOM file without patient identity) is one more patient: such files
             # share one pseudonym
-            source_patients.add(facts["patient"])
+            out.patients.add(facts["patient"])
     # a DICOM keyword (e.g. a placeholder name "Modality") is the workbench's own vocabulary,
     # found in every log: not a leak of the person it stood for
     kept.update(k.lower() for k in _dictionary_keywords())
     for term in [t for t in terms if t.strip().lower() in kept]:
         del terms[term]
-    return facts_out
+    return out
 
 
 def _name_findings(names_matcher: PhiMatcher, dst: Path) -> list[dict[str, Any]]:
@@ -373,28 +374,21 @@ def _log_columns(dst: Path, columns: list[str]) -> dict[str, list[Any]]:
         return {}
 
 
-def _verified_images(dst: Path) -> dict[str, str]:
+def _verified_images(log: dict[str, list[Any]]) -> dict[str, str]:
     """Output path -> Pixel Data SHA-256 the de-identification verified free of text (from its log)."""
-    table = _log_columns(dst, ["output", "pixel_verified_sha256"])
-    if not table:
-        return {}
-    return {
-        str(out): str(sha)
-        for out, sha in zip(table["output"], table["pixel_verified_sha256"], strict=True)
-        if out and sha
-    }
+    pairs = zip(log.get("output", []), log.get("pixel_verified_sha256", []), strict=True)
+    return {str(out): str(sha) for out, sha in pairs if out and sha}
 
 
-def _own_dates(dst: Path, dates_by_sha: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """Output path -> the date terms of the source files the log traces it to (every one found).
+def _own_dates(log: dict[str, list[Any]], dates_by_sha: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Output path -> the dates of the source files the log traces it to (every one found).
 
     An output with any source not found in the source folder is left out: none of its date
     findings can be shown to be a coincidence.
     """
-    table = _log_columns(dst, ["output", "source_sha256"])
     own: dict[str, set[str]] = defaultdict(set)
     untraced: set[str] = set()
-    for out, sha in zip(table.get("output", []), table.get("source_sha256", []), strict=True):
+    for out, sha in zip(log.get("output", []), log.get("source_sha256", []), strict=True):
         if not out:
             continue
         if sha in dates_by_sha:
@@ -418,18 +412,19 @@ def _audit_files(
     dst: Path,
     terms: dict[str, str],
     ocr: bool,
-    from_log: tuple[dict[str, str], dict[str, tuple[str, ...]]],
     workers: int | None,
     scheduler: str | None,
     progress: bool,
+    *,
+    verified: dict[str, str],
+    own_dates: dict[str, tuple[str, ...]],
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
     """Audit every file of DST in batches: findings added to ``findings``; per-file facts and counts.
 
-    ``from_log`` holds what DST's log says per output: the verified pixel hashes and the own dates.
+    ``verified`` and ``own_dates`` are what DST's log says per output (:class:`AuditTask`).
     """
     files = list_files(dst)
     term_items = tuple(sorted(terms.items()))
-    verified, own_dates = from_log
     batches = []
     size = batch_size(len(files))
     for i in range(0, len(files), size):

@@ -44,7 +44,7 @@ class AuditTask:
     #: ``(relpath, Pixel Data SHA-256)`` of images the de-identification's last OCR check found
     #: free of text: the audit reads such an image again only when its pixels changed.
     verified: tuple[tuple[str, str], ...] = ()
-    #: ``(relpath, date terms of its own source files)`` for the files the de-identification's
+    #: ``(relpath, dates of its own source files)`` for the files the de-identification's
     #: log traces to a source: see :func:`shifted_date_coincidence`.
     own_dates: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -253,9 +253,9 @@ def _audit_batch(task: AuditTask) -> dict[str, Any]:
                 ds = read_dicom(data)
             except Exception:  # a .dcm in DST that is not DICOM is itself a finding
                 findings.append(finding(relpath, "not_dicom"))
+        own = own_dates.get(relpath)
         for offset, _kind in search_file(matcher, data, ds):
             tag = _element_at(ds, offset) if ds is not None else None
-            own = own_dates.get(relpath)
             if own is not None and shifted_date_coincidence(ds, tag, offset, own):
                 n_coincidences += 1
                 continue
